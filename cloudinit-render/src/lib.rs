@@ -1,0 +1,1 @@
+//! `cloudinit-render` — see the crate README (work in progress).

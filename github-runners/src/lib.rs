@@ -1,0 +1,1 @@
+//! `github-runners` — see the crate README (work in progress).

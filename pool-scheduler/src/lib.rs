@@ -1,0 +1,1 @@
+//! `pool-scheduler` — see the crate README (work in progress).

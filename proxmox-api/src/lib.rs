@@ -1,0 +1,1 @@
+//! `proxmox-api` — see the crate README (work in progress).

@@ -1,0 +1,1 @@
+//! Simulated Proxmox VE and GitHub servers for end-to-end tests.
