@@ -411,6 +411,14 @@ struct Sink {
 }
 
 impl Sink {
+    fn into_error(mut self) -> Error {
+        crate::error::sort_problems(&mut self.problems);
+        Error::Invalid {
+            problems: self.problems,
+            warnings: self.warnings,
+        }
+    }
+
     fn problem(&mut self, location: &Location, key: &str, kind: ProblemKind) {
         self.problems.push(Problem {
             location: location.clone(),
@@ -1095,9 +1103,7 @@ fn build(value: &Value, base_dir: &Path, defaults: &Defaults) -> Result<Loaded, 
                             found: short(other),
                         },
                     );
-                    return Err(Error::Invalid {
-                        problems: sink.problems,
-                    });
+                    return Err(sink.into_error());
                 }
             }
         }
@@ -1110,9 +1116,7 @@ fn build(value: &Value, base_dir: &Path, defaults: &Defaults) -> Result<Loaded, 
                     found: short(other),
                 },
             );
-            return Err(Error::Invalid {
-                problems: sink.problems,
-            });
+            return Err(sink.into_error());
         }
     };
     if pool_values.is_empty() {
@@ -1262,9 +1266,7 @@ fn build(value: &Value, base_dir: &Path, defaults: &Defaults) -> Result<Loaded, 
     }
 
     if !sink.problems.is_empty() {
-        return Err(Error::Invalid {
-            problems: sink.problems,
-        });
+        return Err(sink.into_error());
     }
 
     let mut pools = Vec::with_capacity(drafts.len());
@@ -1323,6 +1325,7 @@ fn build(value: &Value, base_dir: &Path, defaults: &Defaults) -> Result<Loaded, 
                         found: "an incomplete pool".to_owned(),
                     },
                 }],
+                warnings: Vec::new(),
             });
         };
         let match_labels = labels

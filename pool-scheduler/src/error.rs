@@ -14,10 +14,12 @@ pub enum Error {
         message: String,
     },
     /// The pools file (or the defaults) has problems; every problem found is listed.
-    #[error("pools configuration has {} problem(s): {}", problems.len(), join_problems(problems))]
+    #[error("pools configuration has {} problem(s): {}{}", problems.len(), join_problems(problems), join_warnings(warnings))]
     Invalid {
         /// Every problem, in file order; each renders as one line naming pool, key and value.
         problems: Vec<Problem>,
+        /// The warnings found on the way (an unknown key is often the cause of a problem).
+        warnings: Vec<Warning>,
     },
     /// The pools file could not be read.
     #[error("cannot read pools file {}: {source}", path.display())]
@@ -41,7 +43,7 @@ impl Error {
     #[must_use]
     pub fn problems(&self) -> &[Problem] {
         match self {
-            Error::Invalid { problems } => problems,
+            Error::Invalid { problems, .. } => problems,
             _ => &[],
         }
     }
@@ -53,6 +55,18 @@ fn join_problems(problems: &[Problem]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+fn join_warnings(warnings: &[Warning]) -> String {
+    if warnings.is_empty() {
+        return String::new();
+    }
+    let list = warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!(" (warnings: {list})")
 }
 
 /// Where a problem or warning was found.
@@ -67,6 +81,21 @@ pub enum Location {
         /// The pool's index in the `pools` list.
         index: usize,
     },
+}
+
+impl Location {
+    /// Sort key: the top level first, then pools in file order.
+    fn order(&self) -> usize {
+        match self {
+            Location::TopLevel => 0,
+            Location::Pool { index, .. } => index + 1,
+        }
+    }
+}
+
+/// Sorts problems into file order (stable: per-location order is kept).
+pub(crate) fn sort_problems(problems: &mut [Problem]) {
+    problems.sort_by_key(|p| p.location.order());
 }
 
 impl fmt::Display for Location {
