@@ -1,0 +1,291 @@
+//! The read-only subcommands: `plan`, `status`, `check`, `render` (DESIGN §2.1). None of them changes
+//! anything in Proxmox or GitHub (`check` mints a registration token, which registers nothing).
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use cloudinit_render::{Credential, Os as RenderOs, RunnerSpec};
+use pool_scheduler::{Injection, Os, Plan, RunnerIndex, VmContext};
+use secrecy::SecretString;
+
+use crate::config::RuntimeConfig;
+use crate::observe::Observation;
+use crate::reconciler::Reconciler;
+
+/// `dispatcher plan`: the decision table per pool and every action a pass would take.
+pub async fn plan(rec: &Reconciler) -> ExitCode {
+    match rec.observe_and_plan().await {
+        Ok((_, plan)) => {
+            print!("{}", format_plan(&plan));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dispatcher: cannot observe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Renders a plan as text.
+pub fn format_plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:>6} {:>8} {:>7} {:>5} {:>5} {:>7} {:>5} {:>5} {:>8}  blocked by",
+        "POOL", "DEMAND", "CREATING", "BOOTING", "IDLE", "BUSY", "STOPPED", "STALE", "CAP", "TO START"
+    );
+    for p in &plan.pools {
+        let cap = if p.cap == 0 { "-".to_owned() } else { p.cap.to_string() };
+        let blocked = p.blocked_by.as_ref().map_or_else(String::new, |b| format!("{b:?}"));
+        let _ = writeln!(
+            out,
+            "{:<20} {:>6} {:>8} {:>7} {:>5} {:>5} {:>7} {:>5} {:>5} {:>8}  {blocked}",
+            p.pool, p.demand, p.creating, p.booting, p.idle, p.busy, p.stopped, p.stale, cap, p.to_start
+        );
+    }
+    let _ = writeln!(out);
+    for s in &plan.starts {
+        let job = s.for_job.map_or_else(String::new, |j| format!(" for job {j}"));
+        let _ = writeln!(out, "start   pool={} node={} vmid={} runner={}{job}", s.pool, s.node, s.vmid, s.runner_name);
+    }
+    for d in &plan.deletes {
+        let _ = writeln!(out, "delete  pool={} node={} vmid={} name={} reason={}", d.pool, d.node, d.vmid, d.name, d.reason);
+    }
+    for d in &plan.deregister {
+        let _ = writeln!(out, "deregister runner={} id={} reason={:?}", d.name, d.runner_id, d.reason);
+    }
+    for u in &plan.unmatched {
+        let _ = writeln!(out, "unmatched job={} {}", u.job_id, u.reason);
+    }
+    if plan.starts.is_empty() && plan.deletes.is_empty() && plan.deregister.is_empty() {
+        let _ = writeln!(out, "nothing to do");
+    }
+    out
+}
+
+/// `dispatcher status`: pools, their VMs, caps and queued demand.
+pub async fn status(rec: &Reconciler) -> ExitCode {
+    match rec.observe_and_plan().await {
+        Ok((observation, plan)) => {
+            print!("{}", format_status(&rec.cfg, &observation, &plan, rec.clock.now_unix()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dispatcher: cannot observe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Renders the status table.
+pub fn format_status(cfg: &RuntimeConfig, observation: &Observation, plan: &Plan, now: u64) -> String {
+    let observed = &observation.observed;
+    let index = RunnerIndex::new(&observed.runners);
+    let mut out = String::new();
+    for numbers in &plan.pools {
+        let Some(pool_idx) = cfg.pools.pool_index(&numbers.pool) else { continue };
+        let pool = &cfg.pools.pools()[pool_idx];
+        let cap = if numbers.cap == 0 { "unlimited".to_owned() } else { numbers.cap.to_string() };
+        let _ = writeln!(
+            out,
+            "pool {} (template {}, vmids {}-{}, cap {cap}, min_idle {}): {} queued job(s)",
+            pool.name, pool.template, pool.vmid_start, pool.vmid_end, pool.min_idle, numbers.demand
+        );
+        let _ = writeln!(out, "  {:>6}  {:<10} {:<16} {:>8}  RUNNER", "VMID", "NODE", "PHASE", "AGE");
+        let mut any = false;
+        for vm in &observed.vms {
+            let Some(owned) = pool_scheduler::ownership(&cfg.pools, vm) else { continue };
+            if owned.pool != pool_idx {
+                continue;
+            }
+            any = true;
+            let ctx = VmContext {
+                in_flight: observed.in_flight.iter().find(|f| f.vmid == vm.vmid).map(|f| f.op),
+                vanished_since: observed.vanished_since.get(&vm.vmid).copied(),
+            };
+            let phase = pool_scheduler::classify(pool, vm, &owned, &index, ctx, now);
+            let age = owned.created_unix.map_or_else(|| "?".to_owned(), |c| format_age(now.saturating_sub(c)));
+            let _ = writeln!(
+                out,
+                "  {:>6}  {:<10} {:<16} {:>8}  {}",
+                vm.vmid,
+                vm.node,
+                format!("{phase:?}").to_lowercase(),
+                age,
+                owned.runner_name.unwrap_or("-")
+            );
+        }
+        if !any {
+            let _ = writeln!(out, "  (no runner VMs)");
+        }
+    }
+    let unmatched = plan.unmatched.len();
+    if unmatched > 0 {
+        let _ = writeln!(out, "{unmatched} queued job(s) match no pool (see `dispatcher plan`)");
+    }
+    out
+}
+
+fn format_age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// `dispatcher render --pool NAME`: the user-data or agent payload a VM of the pool would get, redacted.
+pub fn render(cfg: &RuntimeConfig, pool: Option<&str>) -> ExitCode {
+    let pools = cfg.pools.pools();
+    let chosen = match pool {
+        Some(name) => cfg.pools.pool(name),
+        None if pools.len() == 1 => pools.first(),
+        None => None,
+    };
+    let Some(pool) = chosen else {
+        let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+        eprintln!("dispatcher: render: choose a pool with --pool (one of: {})", names.join(", "));
+        return ExitCode::from(2);
+    };
+    let placeholder = SecretString::from("REDACTED-CREDENTIAL");
+    let credential = if cfg.uses_registration_token(&pool.name) {
+        Credential::RegistrationToken(placeholder)
+    } else {
+        Credential::Jit(placeholder)
+    };
+    let spec = RunnerSpec {
+        runner_name: pool_scheduler::marks::runner_name(&pool.runner_name_prefix, pool.vmid_start, 0),
+        labels: pool.labels.clone(),
+        runner_user: pool.runner_user.clone(),
+        target_url: cfg.runner_url.clone(),
+        os: if pool.os == Os::Windows { RenderOs::Windows } else { RenderOs::Linux },
+        credential,
+    };
+    let result = match pool.injection {
+        Injection::Snippet => crate::render::user_data(cfg, pool, &spec).map(|u| {
+            format!("# snippet {} (cicustom {})\n{}", cfg.snippets.dir().display(), crate::snippets::SnippetStore::cicustom(&pool.storage, &spec.runner_name), u.redacted())
+        }),
+        Injection::Agent => cloudinit_render::agent_payload(&spec).map_err(Into::into).map(|files| {
+            files
+                .iter()
+                .map(|f| format!("# agent/file-write {}\n<redacted: {} characters>\n", f.path, secrecy::ExposeSecret::expose_secret(&f.content).len()))
+                .collect::<String>()
+        }),
+    };
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dispatcher: render: pool {:?}: {e}", pool.name);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `dispatcher check`: one line per check, non-zero on any failure.
+pub async fn check(rec: &Reconciler) -> ExitCode {
+    let report = crate::commands::doctor(rec).await;
+    for (ok, line) in &report {
+        println!("{} {line}", if *ok { "ok  " } else { "FAIL" });
+    }
+    if report.iter().all(|(ok, _)| *ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Privileges the dispatcher needs on `/vms` (clone target, config, power, delete) besides the template.
+const VM_PRIVS: &[&str] = &["VM.Allocate", "VM.Audit", "VM.Clone", "VM.Config.Options", "VM.Config.Cloudinit", "VM.PowerMgmt"];
+
+/// Runs every check; `(passed, line)` each.
+pub async fn doctor(rec: &Reconciler) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
+    let cfg = &rec.cfg;
+    out.push((true, format!("configuration valid: {} pool(s)", cfg.pools.pools().len())));
+    match rec.pve.version().await {
+        Ok(v) => out.push((true, format!("proxmox reachable: version {}", v.version))),
+        Err(e) => {
+            out.push((false, format!("proxmox unreachable: {e}")));
+            return out;
+        }
+    }
+    match rec.pve.permissions(None).await {
+        Ok(perms) => {
+            let mut missing: Vec<&str> = perms.missing("/vms", VM_PRIVS);
+            if cfg.pools.pools().iter().any(|p| p.injection == Injection::Agent) {
+                let pve9 = perms.missing("/vms", &["VM.GuestAgent.Audit", "VM.GuestAgent.FileWrite"]);
+                let pve8 = perms.missing("/vms", &["VM.Monitor"]);
+                if !pve9.is_empty() && !pve8.is_empty() {
+                    missing.extend(pve9);
+                }
+            }
+            for storage in storages(cfg) {
+                let path = format!("/storage/{storage}");
+                for p in perms.missing(&path, &["Datastore.AllocateSpace", "Datastore.Audit"]) {
+                    missing.push(p);
+                    out.push((false, format!("token lacks {p} on {path}")));
+                }
+            }
+            missing.retain(|p| !p.starts_with("Datastore"));
+            if missing.is_empty() {
+                out.push((true, "token privileges sufficient on /vms".to_owned()));
+            } else {
+                out.push((false, format!("token lacks on /vms: {}", missing.join(", "))));
+            }
+        }
+        Err(e) => out.push((false, format!("cannot read token permissions: {e}"))),
+    }
+    match rec.pve.cluster_guests().await {
+        Ok(guests) => {
+            for pool in cfg.pools.pools() {
+                let nodes: Vec<&str> = if pool.nodes.is_empty() { vec![pool.node.as_str()] } else { pool.nodes.iter().map(String::as_str).collect() };
+                let found: Vec<_> = guests.iter().filter(|g| g.resource_type == "qemu" && g.name.as_deref() == Some(pool.template.as_str())).collect();
+                match found.iter().find(|g| g.template) {
+                    Some(t) => {
+                        let local = nodes.iter().any(|n| *n == t.node.as_str());
+                        out.push((true, format!("pool {}: template {:?} is VM {} on {}{}", pool.name, pool.template, t.vmid, t.node.as_str(), if local { "" } else { " (cloned cross-node: needs shared storage)" })));
+                    }
+                    None if !found.is_empty() => out.push((false, format!("pool {}: VM {:?} exists but is not a template", pool.name, pool.template))),
+                    None => out.push((false, format!("pool {}: template {:?} not found", pool.name, pool.template))),
+                }
+            }
+        }
+        Err(e) => out.push((false, format!("cannot list cluster VMs: {e}"))),
+    }
+    if cfg.any_snippet_pool() {
+        for storage in storages(cfg) {
+            match rec.pve.storage(&storage).await {
+                Ok(s) if s.has_content("snippets") => out.push((true, format!("storage {storage} has the snippets content type"))),
+                Ok(_) => out.push((false, format!("storage {storage} lacks the snippets content type (pvesm set {storage} --content …,snippets)"))),
+                Err(e) => out.push((false, format!("cannot read storage {storage}: {e}"))),
+            }
+        }
+        match cfg.snippets.probe() {
+            Ok(()) => out.push((true, format!("snippet folder {} is writable", cfg.snippets.dir().display()))),
+            Err(e) => out.push((false, format!("snippet folder {} is not writable: {e}", cfg.snippets.dir().display()))),
+        }
+    }
+    match rec.gh.list_runners().await {
+        Ok(r) => out.push((true, format!("github: can list runners ({} registered)", r.len()))),
+        Err(e) => out.push((false, format!("github: cannot list runners: {e}"))),
+    }
+    match rec.gh.registration_token().await {
+        Ok(_) => out.push((true, "github: can mint runner credentials".to_owned())),
+        Err(e) => out.push((false, format!("github: cannot mint runner credentials: {e}"))),
+    }
+    for pool in cfg.pools.pools() {
+        let hosted_only = matches!(pool_scheduler::match_job(&cfg.pools, &pool.labels), pool_scheduler::MatchResult::NotOurs);
+        if pool.labels.len() > 100 || hosted_only {
+            out.push((false, format!("pool {}: labels {:?} cannot be requested by a job (GitHub allows 1–100 self-hosted labels)", pool.name, pool.labels)));
+        } else {
+            out.push((true, format!("pool {}: jobs with runs-on ⊆ [self-hosted, {}] reach it", pool.name, pool.labels.join(", "))));
+        }
+    }
+    out
+}
+
+fn storages(cfg: &RuntimeConfig) -> Vec<String> {
+    let mut s: Vec<String> = cfg.pools.pools().iter().map(|p| p.storage.clone()).collect();
+    s.sort();
+    s.dedup();
+    s
+}

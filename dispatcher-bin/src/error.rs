@@ -1,0 +1,81 @@
+//! The crate's one error type.
+
+use std::time::SystemTime;
+
+/// What can fail in a pass, a provision or a deletion.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A Proxmox API call failed.
+    #[error("proxmox: {0}")]
+    Proxmox(#[from] proxmox_api::Error),
+    /// A GitHub API call failed.
+    #[error("github: {0}")]
+    GitHub(#[from] github_runners::Error),
+    /// Rendering the runner's user-data or agent payload failed.
+    #[error("render: {0}")]
+    Render(#[from] cloudinit_render::Error),
+    /// Writing or deleting a snippet failed.
+    #[error("snippet {path}: {source}")]
+    Snippet {
+        /// The file.
+        path: String,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pool's template VM was not found in the cluster.
+    #[error("pool {pool:?}: template {template:?} not found (a VM with template=1 and that name)")]
+    TemplateNotFound {
+        /// Pool name.
+        pool: String,
+        /// Template name.
+        template: String,
+    },
+    /// The VMID chosen for a clone is held by something else (another node, a container, a race).
+    #[error("VMID {vmid} is already taken: {message}")]
+    VmidTaken {
+        /// The id.
+        vmid: u32,
+        /// What Proxmox said.
+        message: String,
+    },
+    /// The guest agent did not answer before the boot timeout.
+    #[error("VM {vmid}: guest agent did not answer within {seconds} s")]
+    AgentTimeout {
+        /// The VM.
+        vmid: u32,
+        /// How long we waited.
+        seconds: u64,
+    },
+    /// A VM no longer carries the marks that make it ours; nothing was done to it.
+    #[error("VM {vmid} is not ours any more ({why}); left untouched")]
+    NotOwned {
+        /// The VM.
+        vmid: u32,
+        /// Which mark is missing.
+        why: String,
+    },
+    /// GitHub asked us to pause until the given time.
+    #[error("github rate limit: paused until {until:?}")]
+    RateLimited {
+        /// When calls may resume.
+        until: SystemTime,
+    },
+    /// The service is shutting down; the work was rolled back.
+    #[error("cancelled by shutdown")]
+    Cancelled,
+}
+
+impl Error {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Proxmox(e) => e.is_retryable(),
+            Error::GitHub(e) => e.is_retryable(),
+            Error::VmidTaken { .. } | Error::AgentTimeout { .. } | Error::RateLimited { .. } => true,
+            Error::Snippet { .. } | Error::TemplateNotFound { .. } => true,
+            Error::Render(_) | Error::NotOwned { .. } | Error::Cancelled => false,
+        }
+    }
+}

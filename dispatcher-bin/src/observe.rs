@@ -1,0 +1,233 @@
+//! Step 1 of a pass: one cluster listing, the runner registrations and the queued jobs, fetched
+//! concurrently and turned into the planner's [`Observed`].
+//!
+//! Extra calls are made only where the listing cannot be trusted for a decision: the description marker of
+//! a VM inside a pool's range that carries no `ghr-managed` tag (fetched once per VM and cached), and
+//! `status/current` of a VM of ours the listing shows as stopped (the listing lags by ~10 s).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+
+use futures::future::join_all;
+use pool_scheduler::{InFlight, Job, Marker, NodeInfo, Observed, ObservedVm, Power, RunnerReg};
+use proxmox_api::{ClusterVm, NodeName, VmId};
+
+use crate::error::Error;
+use crate::reconciler::Reconciler;
+
+/// A template VM found in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateRef {
+    /// Its node.
+    pub node: String,
+    /// Its VMID.
+    pub vmid: u32,
+}
+
+/// The planner's input plus what the executors need from the same observation.
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    /// What the planner sees.
+    pub observed: Observed,
+    /// Template VMs by name (a name may exist on several nodes).
+    pub templates: BTreeMap<String, Vec<TemplateRef>>,
+}
+
+impl Observation {
+    /// The template of that name on `node`, else the first one elsewhere (cloned with `target`).
+    pub fn template_for(&self, name: &str, node: &str) -> Option<TemplateRef> {
+        let all = self.templates.get(name)?;
+        all.iter().find(|t| t.node == node).or_else(|| all.first()).cloned()
+    }
+}
+
+/// Caches across passes: description markers (by VMID and name) and when a ready VM lost its runner.
+#[derive(Debug, Default)]
+pub struct Observer {
+    markers: Mutex<HashMap<u32, (Option<String>, Option<Marker>)>>,
+    vanished_since: Mutex<BTreeMap<u32, u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn power_of(status: Option<&str>) -> Power {
+    match status {
+        Some("running") => Power::Running,
+        Some("stopped") => Power::Stopped,
+        Some("paused" | "suspended" | "prelaunch") => Power::Paused,
+        _ => Power::Unknown,
+    }
+}
+
+impl Observer {
+    /// Fetches everything a pass needs. `in_flight` is the work the dispatcher is doing; `taken` are ids
+    /// found held by someone else (treated as used).
+    pub(crate) async fn observe(
+        &self,
+        rec: &Reconciler,
+        in_flight: Vec<InFlight>,
+        taken: &BTreeSet<u32>,
+    ) -> Result<Observation, Error> {
+        let (guests, nodes, runners, jobs) = tokio::join!(
+            rec.pve.cluster_guests(),
+            rec.pve.nodes(),
+            rec.gh.list_runners(),
+            rec.gh.queued_jobs(),
+        );
+        let guests = guests?;
+        let nodes = nodes?;
+        let runners = runners?;
+        let jobs = jobs?;
+        let now = rec.clock.now_unix();
+        let pools = &rec.cfg.pools;
+
+        let mut used_vmids: BTreeSet<u32> = guests.iter().map(|g| g.vmid.get()).collect();
+        used_vmids.extend(taken.iter().copied());
+        let qemu: Vec<&ClusterVm> = guests.iter().filter(|g| g.resource_type == "qemu").collect();
+
+        let mut templates: BTreeMap<String, Vec<TemplateRef>> = BTreeMap::new();
+        for vm in qemu.iter().filter(|v| v.template) {
+            if let Some(name) = &vm.name {
+                templates
+                    .entry(name.clone())
+                    .or_default()
+                    .push(TemplateRef { node: vm.node.as_str().to_owned(), vmid: vm.vmid.get() });
+            }
+        }
+
+        // Description markers for VMs in a pool range without our tag (e.g. a clone that finished after a
+        // crash, before the tags were set): one config read per VM, cached while the VM keeps its name.
+        let present: HashSet<u32> = qemu.iter().map(|v| v.vmid.get()).collect();
+        lock(&self.markers).retain(|id, _| present.contains(id));
+        let to_fetch: Vec<&ClusterVm> = qemu
+            .iter()
+            .copied()
+            .filter(|v| !v.template && pools.pool_for_vmid(v.vmid.get()).is_some())
+            .filter(|v| !v.tags.contains(pool_scheduler::marks::MANAGED_TAG))
+            .filter(|v| {
+                let cache = lock(&self.markers);
+                !matches!(cache.get(&v.vmid.get()), Some((name, _)) if *name == v.name)
+            })
+            .collect();
+        let fetched = join_all(to_fetch.iter().map(|v| async move {
+            let cfg = rec.pve.vm_config(&v.node, v.vmid).await;
+            (v.vmid.get(), v.name.clone(), cfg)
+        }))
+        .await;
+        for (vmid, name, cfg) in fetched {
+            match cfg {
+                Ok(cfg) => {
+                    let marker = cfg.description.as_deref().and_then(pool_scheduler::marks::parse_description_marker);
+                    lock(&self.markers).insert(vmid, (name, marker));
+                }
+                // The VM vanished or is mid-creation: decide next pass.
+                Err(e) => tracing::debug!(vmid, error = %e, "config read for the ownership marker failed"),
+            }
+        }
+
+        let mut vms: Vec<ObservedVm> = qemu
+            .iter()
+            .map(|v| {
+                let marker = lock(&self.markers).get(&v.vmid.get()).and_then(|(_, m)| m.clone());
+                ObservedVm {
+                    vmid: v.vmid.get(),
+                    node: v.node.as_str().to_owned(),
+                    name: v.name.clone().filter(|n| !n.is_empty()),
+                    tags: v.tags.iter().map(str::to_owned).collect(),
+                    marker,
+                    template: v.template,
+                    lock: v.lock.clone().filter(|l| !l.is_empty()),
+                    power: power_of(v.status.as_deref()),
+                    power_confirmed: false,
+                    uptime_secs: v.uptime,
+                }
+            })
+            .collect();
+
+        // Confirm "stopped" (and "unknown") with status/current before the planner may delete on it.
+        let busy_in_flight: HashSet<u32> = in_flight.iter().map(|f| f.vmid).collect();
+        let confirm: Vec<usize> = vms
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| matches!(v.power, Power::Stopped | Power::Unknown) && v.lock.is_none())
+            .filter(|(_, v)| !busy_in_flight.contains(&v.vmid))
+            .filter(|(_, v)| pool_scheduler::ownership(pools, v).is_some_and(|o| o.deletable))
+            .map(|(i, _)| i)
+            .collect();
+        let confirmed = join_all(confirm.iter().map(|&i| {
+            let v = &vms[i];
+            async move {
+                let node = NodeName::new(v.node.clone());
+                let vmid = VmId::new(v.vmid);
+                match (node, vmid) {
+                    (Ok(node), Ok(vmid)) => Some(rec.pve.vm_status(&node, vmid).await),
+                    _ => None,
+                }
+            }
+        }))
+        .await;
+        for (i, status) in confirm.into_iter().zip(confirmed) {
+            match status {
+                Some(Ok(s)) => {
+                    let vm = &mut vms[i];
+                    vm.power = power_of(Some(s.status.as_str()));
+                    vm.power_confirmed = true;
+                    vm.lock = s.lock.filter(|l| !l.is_empty());
+                    if vm.name.is_none() {
+                        vm.name = s.name;
+                    }
+                }
+                Some(Err(e)) => tracing::debug!(vmid = vms[i].vmid, error = %e, "status/current failed"),
+                None => {}
+            }
+        }
+
+        let runners: Vec<RunnerReg> = runners
+            .iter()
+            .map(|r| RunnerReg { id: r.id, name: r.name.clone(), online: r.is_online(), busy: r.busy })
+            .collect();
+
+        // A ready, running VM of ours whose registration is gone: remember since when (grace before cleanup).
+        let names: HashSet<&str> = runners.iter().map(|r| r.name.as_str()).collect();
+        {
+            let mut vanished = lock(&self.vanished_since);
+            let mut keep = BTreeSet::new();
+            for vm in &vms {
+                let ours = pool_scheduler::ownership(pools, vm).is_some();
+                let ready = pool_scheduler::marks::has_ready_tag(&vm.tags);
+                let lost = vm.name.as_deref().is_some_and(|n| !names.contains(n));
+                if ours && ready && vm.power == Power::Running && lost {
+                    vanished.entry(vm.vmid).or_insert(now);
+                    keep.insert(vm.vmid);
+                }
+            }
+            vanished.retain(|id, _| keep.contains(id));
+        }
+        let vanished_since = lock(&self.vanished_since).clone();
+
+        let jobs: Vec<Job> = jobs
+            .iter()
+            .map(|j| Job {
+                id: j.id,
+                run_id: j.run_id,
+                labels: j.labels.clone(),
+                created_at_unix: u64::try_from(j.created_at.unix_timestamp()).unwrap_or(0),
+            })
+            .collect();
+        let nodes: Vec<NodeInfo> = nodes
+            .iter()
+            .map(|n| NodeInfo {
+                name: n.node.as_str().to_owned(),
+                online: n.is_online(),
+                mem_free: n.maxmem.unwrap_or(0).saturating_sub(n.mem.unwrap_or(0)),
+            })
+            .collect();
+
+        Ok(Observation {
+            observed: Observed { vms, used_vmids, jobs, runners, in_flight, nodes, vanished_since },
+            templates,
+        })
+    }
+}

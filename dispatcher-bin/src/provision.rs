@@ -1,0 +1,280 @@
+//! One provision (DESIGN §2.7 step 4): credential ∥ clone → configure → start → inject → ready.
+//!
+//! The credential is minted while the clone runs (the two are independent), so a JIT config costs no
+//! latency. Any failure — or a shutdown — rolls back everything this provision made: the VM (only if our
+//! clone task succeeded: a VMID someone else holds is never touched), the snippet and the runner
+//! registration.
+
+use std::time::Instant;
+
+use cloudinit_render::{Credential, Os as RenderOs, RunnerSpec};
+use github_runners::JitRequest;
+use pool_scheduler::{Injection, Os, Pool, Start, marks};
+use proxmox_api::{CloneRequest, ConfigUpdate, NodeName, ProxmoxApi, Tags, Upid, VmId};
+
+use crate::error::Error;
+use crate::observe::TemplateRef;
+use crate::reconciler::Reconciler;
+
+/// The runner's credential and, for a JIT config, the registration it created (to remove on rollback).
+struct Minted {
+    credential: Credential,
+    runner_id: Option<u64>,
+}
+
+/// What exists so far, for the rollback.
+#[derive(Default)]
+struct Made {
+    vm: bool,
+    started: bool,
+    snippet: bool,
+    runner_id: Option<u64>,
+}
+
+/// Provisions one runner VM; on error everything made is rolled back before returning.
+pub(crate) async fn provision(rec: &Reconciler, pool: &Pool, start: &Start, template: TemplateRef) -> Result<(), Error> {
+    let t0 = Instant::now();
+    let mut made = Made::default();
+    let result = steps(rec, pool, start, &template, &mut made, t0).await;
+    if let Err(e) = &result {
+        if !matches!(e, Error::VmidTaken { .. }) {
+            tracing::warn!(pool = %pool.name, vmid = start.vmid, runner = %start.runner_name, error = %e, "rolling back");
+        }
+        rollback(rec, pool, start, &made).await;
+    }
+    result
+}
+
+fn ids(node: &str, vmid: u32) -> Result<(NodeName, VmId), Error> {
+    Ok((NodeName::new(node)?, VmId::new(vmid)?))
+}
+
+async fn steps(
+    rec: &Reconciler,
+    pool: &Pool,
+    start: &Start,
+    template: &TemplateRef,
+    made: &mut Made,
+    t0: Instant,
+) -> Result<(), Error> {
+    let cancel = rec.shutdown_token();
+    let (node, vmid) = ids(&start.node, start.vmid)?;
+    let (tpl_node, tpl_vmid) = ids(&template.node, template.vmid)?;
+    let name = start.runner_name.as_str();
+
+    // 1. credential ∥ clone
+    let description = marks::description_marker(&pool.name, name, start.created_unix, &details(rec, start));
+    let mut clone = CloneRequest::new(vmid);
+    clone.name = Some(name.to_owned());
+    clone.description = Some(description);
+    if pool.full_clone {
+        clone.full = Some(true);
+        clone.storage.clone_from(&pool.clone_storage);
+    }
+    if tpl_node != node {
+        clone.target = Some(node.clone());
+    }
+    let (minted, cloned) = tokio::join!(mint(rec, pool, name), clone_vm(rec, &tpl_node, tpl_vmid, &clone));
+    let minted = match minted {
+        Ok(m) => {
+            made.runner_id = m.runner_id;
+            Some(m)
+        }
+        Err(e) => {
+            // The clone may have been issued: wait for it so the rollback can remove the VM.
+            if let Ok(upid) = &cloned {
+                made.vm = rec.pve.wait_task(upid, rec.tuning.clone_deadline).await.is_ok();
+            }
+            return Err(e);
+        }
+    };
+    let upid = cloned?;
+    let clone_started = Instant::now();
+    match rec.pve.wait_task(&upid, rec.tuning.clone_deadline).await {
+        Ok(_) => made.vm = true,
+        Err(e) if e.is_vmid_taken() => {
+            return Err(Error::VmidTaken { vmid: start.vmid, message: e.to_string() });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let clone_ms = clone_started.elapsed().as_millis() as u64;
+    let Some(minted) = minted else { return Err(Error::Cancelled) };
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+
+    // 2. configure: tags (+ the ready mark and cicustom in snippet mode: the VM is complete once started)
+    let spec = RunnerSpec {
+        runner_name: name.to_owned(),
+        labels: pool.labels.clone(),
+        runner_user: pool.runner_user.clone(),
+        target_url: rec.cfg.runner_url.clone(),
+        os: match pool.os {
+            Os::Windows => RenderOs::Windows,
+            _ => RenderOs::Linux,
+        },
+        credential: minted.credential,
+    };
+    let mut tags = marks::managed_tags(&pool.name);
+    let mut update = ConfigUpdate::default();
+    if pool.injection == Injection::Snippet {
+        let user_data = crate::render::user_data(&rec.cfg, pool, &spec)?;
+        rec.cfg
+            .snippets
+            .write(name, user_data.expose_secret())
+            .await
+            .map_err(|source| Error::Snippet { path: rec.cfg.snippets.dir().join(name).display().to_string(), source })?;
+        made.snippet = true;
+        update.cicustom = Some(crate::snippets::SnippetStore::cicustom(&pool.storage, name));
+        tags.push(marks::READY_TAG.to_owned());
+    }
+    update.tags = Some(Tags::from_tags(tags.iter().map(String::as_str))?);
+    retry(rec, || rec.pve.update_config(&node, vmid, &update)).await?;
+
+    // 3. start
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let start_began = Instant::now();
+    let upid = retry(rec, || rec.pve.start(&node, vmid)).await?;
+    made.started = true;
+    rec.pve.wait_task(&upid, rec.tuning.task_deadline).await?;
+    let start_ms = start_began.elapsed().as_millis() as u64;
+
+    // 4. inject
+    match pool.injection {
+        Injection::Snippet => {
+            // PVE built the cloud-init drive during the start: the secret leaves host storage now.
+            if let Err(e) = rec.cfg.snippets.remove(name).await {
+                tracing::warn!(runner = %name, error = %e, "could not delete the snippet after start");
+            } else {
+                made.snippet = false;
+            }
+        }
+        Injection::Agent => {
+            wait_for_agent(rec, pool, &node, vmid).await?;
+            for file in cloudinit_render::agent_payload(&spec)? {
+                retry(rec, || rec.pve.agent_file_write(&node, vmid, &file.path, &file.content)).await?;
+            }
+            let mut ready = marks::managed_tags(&pool.name);
+            ready.push(marks::READY_TAG.to_owned());
+            let update = ConfigUpdate { tags: Some(Tags::from_tags(ready.iter().map(String::as_str))?), ..ConfigUpdate::default() };
+            retry(rec, || rec.pve.update_config(&node, vmid, &update)).await?;
+        }
+    }
+    tracing::info!(
+        pool = %pool.name, vmid = start.vmid, node = %start.node, runner = %name, job = ?start.for_job,
+        clone_ms, start_ms, total_ms = t0.elapsed().as_millis() as u64, injection = ?pool.injection,
+        "runner VM started"
+    );
+    Ok(())
+}
+
+/// Free text after the marker line: what the VM was made for.
+fn details(rec: &Reconciler, start: &Start) -> String {
+    let mut d = format!("Ephemeral GitHub Actions runner for {}", rec.cfg.runner_url);
+    if let Some(job) = start.for_job {
+        d.push_str(&format!("\njob={job}"));
+    }
+    d.push_str(&format!("\ncreated={}", start.created_unix));
+    d
+}
+
+async fn mint(rec: &Reconciler, pool: &Pool, name: &str) -> Result<Minted, Error> {
+    if rec.cfg.uses_registration_token(&pool.name) {
+        let now = rec.clock.now_unix();
+        let cached = rec.state().registration_token.clone().filter(|(_, exp)| *exp > now + 300);
+        let token = match cached {
+            Some((t, _)) => t,
+            None => {
+                let t = rec.gh.registration_token().await?;
+                let exp = u64::try_from(t.expires_at.unix_timestamp()).unwrap_or(0);
+                rec.state().registration_token = Some((t.token.clone(), exp));
+                t.token
+            }
+        };
+        return Ok(Minted { credential: Credential::RegistrationToken(token), runner_id: None });
+    }
+    let request = JitRequest {
+        name: name.to_owned(),
+        labels: pool.labels.clone(),
+        runner_group_id: pool.runner_group_id,
+        work_folder: "_work".to_owned(),
+    };
+    let jit = rec.gh.generate_jit_config(&request).await?;
+    Ok(Minted { credential: Credential::Jit(jit.encoded_jit_config), runner_id: Some(jit.runner.id) })
+}
+
+async fn clone_vm(rec: &Reconciler, node: &NodeName, template: VmId, req: &CloneRequest) -> Result<Upid, Error> {
+    match retry(rec, || rec.pve.clone_vm(node, template, req)).await {
+        Ok(upid) => Ok(upid),
+        Err(Error::Proxmox(e)) if e.is_vmid_taken() => {
+            Err(Error::VmidTaken { vmid: req.newid.get(), message: e.to_string() })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Retries lock timeouts and transient errors of one call (jittered back-off, bounded).
+async fn retry<T, F, Fut>(rec: &Reconciler, op: F) -> Result<T, Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, proxmox_api::Error>>,
+{
+    let _ = rec;
+    proxmox_api::retry::retry(&proxmox_api::retry::RetryPolicy::default(), op).await.map_err(Error::from)
+}
+
+async fn wait_for_agent(rec: &Reconciler, pool: &Pool, node: &NodeName, vmid: VmId) -> Result<(), Error> {
+    let deadline = Instant::now() + pool.boot_timeout;
+    let (mut pause, max_pause) = rec.tuning.agent_poll;
+    let cancel = rec.shutdown_token();
+    loop {
+        match rec.pve.agent_ping(node, vmid).await {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::trace!(vmid = vmid.get(), error = %e, "agent not up yet"),
+        }
+        if Instant::now() + pause > deadline {
+            return Err(Error::AgentTimeout { vmid: vmid.get(), seconds: pool.boot_timeout.as_secs() });
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Err(Error::Cancelled),
+            () = tokio::time::sleep(pause) => {},
+        }
+        pause = (pause * 2).min(max_pause);
+    }
+}
+
+async fn rollback(rec: &Reconciler, pool: &Pool, start: &Start, made: &Made) {
+    let name = start.runner_name.as_str();
+    if made.vm {
+        if let Ok((node, vmid)) = ids(&start.node, start.vmid) {
+            if made.started {
+                match rec.pve.stop(&node, vmid).await {
+                    Ok(upid) => {
+                        let _ = rec.pve.wait_task(&upid, rec.tuning.task_deadline).await;
+                    }
+                    Err(e) => tracing::debug!(vmid = start.vmid, error = %e, "rollback: stop failed"),
+                }
+            }
+            let deleted = match retry(rec, || rec.pve.delete_vm(&node, vmid, true, true)).await {
+                Ok(upid) => rec.pve.wait_task(&upid, rec.tuning.task_deadline).await.map_err(Error::from),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = deleted {
+                tracing::error!(pool = %pool.name, vmid = start.vmid, error = %e, "rollback: could not delete the half-made VM; cleanup will retry");
+            }
+        }
+    }
+    if made.snippet {
+        if let Err(e) = rec.cfg.snippets.remove(name).await {
+            tracing::error!(runner = %name, error = %e, "rollback: could not delete the snippet");
+        }
+    }
+    if let Some(id) = made.runner_id {
+        match rec.gh.delete_runner(id).await {
+            Ok(()) | Err(github_runners::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(runner = %name, error = %e, "rollback: could not remove the registration; cleanup will retry"),
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The reconcile loop (DESIGN §2.7): observe → `pool_scheduler::plan` → act.
+//!
+//! A pass is idempotent and stateless apart from the work in flight: every decision comes from what Proxmox
+//! and GitHub say now. Actions run as tasks with bounded parallelism (overall and per node); each finished
+//! task wakes the loop so a freed slot is refilled at once instead of a poll later.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use github_runners::GitHubRunners;
+use pool_scheduler::{InFlight, Observed, Op, Plan};
+use proxmox_api::ProxmoxApi;
+use secrecy::SecretString;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::RuntimeConfig;
+use crate::error::Error;
+use crate::observe::{Observation, Observer};
+
+/// Source of the current time (a seam for tests).
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Seconds since the Unix epoch.
+    fn now_unix(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+}
+
+/// Limits and deadlines of the executors. The defaults suit a real cluster; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Provisions and deletions running at once, over all nodes.
+    pub max_parallel: usize,
+    /// Provisions and deletions running at once on one node.
+    pub max_parallel_per_node: usize,
+    /// Deadline of a clone task.
+    pub clone_deadline: Duration,
+    /// Deadline of start/stop/delete tasks.
+    pub task_deadline: Duration,
+    /// First and longest pause between two `agent/ping`s.
+    pub agent_poll: (Duration, Duration),
+    /// Least time between two passes triggered by events (a burst of finishing tasks makes one pass).
+    pub min_pass_gap: Duration,
+    /// How long a shutdown waits for in-flight work to finish or roll back.
+    pub shutdown_grace: Duration,
+    /// First back-off after a failed provision in a pool (doubles up to `max_backoff`).
+    pub pool_backoff: Duration,
+    /// Longest back-off (pool provisions and failed passes).
+    pub max_backoff: Duration,
+    /// How long a VMID found taken by someone else is avoided.
+    pub taken_vmid_ttl: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            max_parallel: 16,
+            max_parallel_per_node: 6,
+            clone_deadline: Duration::from_secs(600),
+            task_deadline: Duration::from_secs(300),
+            agent_poll: (Duration::from_millis(250), Duration::from_secs(2)),
+            min_pass_gap: Duration::from_millis(300),
+            shutdown_grace: Duration::from_secs(90),
+            pool_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(300),
+            taken_vmid_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What a pass did, for `once`, logs and health.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Provisions started.
+    pub started: usize,
+    /// Deletions started.
+    pub deleting: usize,
+    /// Registrations being removed.
+    pub deregistering: usize,
+    /// Starts the plan wanted but a pool back-off or a missing template held.
+    pub held: usize,
+    /// Queued jobs seen.
+    pub queued_jobs: usize,
+}
+
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    until: Option<Instant>,
+}
+
+/// Mutable state of the loop: only what is in flight and what must not be repeated. Never held across an
+/// `.await`.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) in_flight: BTreeMap<u32, InFlight>,
+    pub(crate) deregistering: HashSet<u64>,
+    pub(crate) taken: BTreeMap<u32, Instant>,
+    pool_backoff: HashMap<String, Backoff>,
+    logged_unmatched: HashSet<u64>,
+    logged_missing_template: HashSet<String>,
+    pub(crate) registration_token: Option<(SecretString, u64)>,
+}
+
+/// The reconciler: owns the clients, the configuration and the work in flight.
+pub struct Reconciler {
+    pub(crate) pve: Arc<dyn ProxmoxApi>,
+    pub(crate) gh: Arc<dyn GitHubRunners>,
+    pub(crate) cfg: Arc<RuntimeConfig>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) tuning: Tuning,
+    pub(crate) observer: Observer,
+    state: Mutex<State>,
+    wake: Notify,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    global_limit: Arc<Semaphore>,
+    node_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    failed: AtomicU64,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler")
+            .field("pools", &self.cfg.pools.pools().len())
+            .field("in_flight", &self.state().in_flight.len())
+            .field("tuning", &self.tuning)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reconciler {
+    /// A reconciler over the given clients.
+    pub fn new(
+        pve: Arc<dyn ProxmoxApi>,
+        gh: Arc<dyn GitHubRunners>,
+        cfg: Arc<RuntimeConfig>,
+        clock: Arc<dyn Clock>,
+        tuning: Tuning,
+    ) -> Arc<Self> {
+        let global_limit = Arc::new(Semaphore::new(tuning.max_parallel.max(1)));
+        Arc::new(Self {
+            observer: Observer::default(),
+            pve,
+            gh,
+            cfg,
+            clock,
+            tuning,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            global_limit,
+            node_limits: Mutex::new(HashMap::new()),
+            failed: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps inconsistent in a way that matters more than
+        // stopping the service would; keep going with the data.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The token that stops the loop and makes in-flight provisions roll back.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Asks for a pass as soon as possible (webhook deliveries, finished tasks).
+    pub fn trigger(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Work in flight, as the planner sees it.
+    pub fn in_flight(&self) -> Vec<InFlight> {
+        self.state().in_flight.values().cloned().collect()
+    }
+
+    /// Provisions and deletions that failed since start (rolled back or left for a later pass).
+    pub fn failed_tasks(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every spawned task has finished.
+    pub async fn wait_idle(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.tracker.reopen();
+    }
+
+    /// Observes and plans without acting (`dispatcher plan`, `status`).
+    pub async fn observe_and_plan(&self) -> Result<(Observation, Plan), Error> {
+        let in_flight = self.in_flight();
+        let taken: BTreeSet<u32> = self.live_taken_ids();
+        let observation = self.observer.observe(self, in_flight, &taken).await?;
+        let plan = pool_scheduler::plan(&self.cfg.pools, &observation.observed, self.clock.now_unix());
+        Ok((observation, plan))
+    }
+
+    fn live_taken_ids(&self) -> BTreeSet<u32> {
+        let mut st = self.state();
+        let now = Instant::now();
+        st.taken.retain(|_, until| *until > now);
+        st.taken.keys().copied().collect()
+    }
+
+    /// One reconcile pass: observe, plan, start the actions. Returns once the actions are started.
+    pub async fn pass(self: &Arc<Self>) -> Result<PassReport, Error> {
+        let (observation, plan) = self.observe_and_plan().await?;
+        self.log_plan(&plan, &observation.observed);
+        Ok(self.act(plan, observation))
+    }
+
+    fn log_plan(&self, plan: &Plan, observed: &Observed) {
+        let mut st = self.state();
+        let queued: HashSet<u64> = observed.jobs.iter().map(|j| j.id).collect();
+        st.logged_unmatched.retain(|id| queued.contains(id));
+        for u in &plan.unmatched {
+            if st.logged_unmatched.insert(u.job_id) {
+                tracing::info!(job = u.job_id, reason = %u.reason, "queued job not served by any pool");
+            }
+        }
+        drop(st);
+        for p in &plan.pools {
+            if p.to_start > 0 || p.demand > 0 || p.stopped > 0 || p.stale > 0 {
+                tracing::info!(
+                    pool = %p.pool, demand = p.demand, creating = p.creating, booting = p.booting,
+                    idle = p.idle, busy = p.busy, stopped = p.stopped, stale = p.stale, cap = p.cap,
+                    to_start = p.to_start, blocked_by = ?p.blocked_by, "plan"
+                );
+            }
+        }
+    }
+
+    fn act(self: &Arc<Self>, plan: Plan, observation: Observation) -> PassReport {
+        let mut report = PassReport { queued_jobs: observation.observed.jobs.len(), ..PassReport::default() };
+        let runners_by_name: HashMap<&str, u64> =
+            observation.observed.runners.iter().map(|r| (r.name.as_str(), r.id)).collect();
+
+        if !self.cfg.pools.flags().disable_cleanup {
+            for del in plan.deletes {
+                let registration = runners_by_name.get(del.name.as_str()).copied();
+                {
+                    let mut st = self.state();
+                    if st.in_flight.contains_key(&del.vmid) {
+                        continue;
+                    }
+                    st.in_flight.insert(
+                        del.vmid,
+                        InFlight {
+                            pool: del.pool.clone(),
+                            vmid: del.vmid,
+                            node: del.node.clone(),
+                            runner_name: del.name.clone(),
+                            op: Op::Delete,
+                        },
+                    );
+                }
+                report.deleting += 1;
+                let this = Arc::clone(self);
+                self.tracker.spawn(async move {
+                    let vmid = del.vmid;
+                    let node = del.node.clone();
+                    let _permits = this.permits(&node).await;
+                    if !crate::deprovision::delete_vm(&this, &del, registration).await {
+                        this.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    this.state().in_flight.remove(&vmid);
+                    this.trigger();
+                });
+            }
+            for dereg in plan.deregister {
+                if !self.state().deregistering.insert(dereg.runner_id) {
+                    continue;
+                }
+                report.deregistering += 1;
+                let this = Arc::clone(self);
+                self.tracker.spawn(async move {
+                    crate::deprovision::deregister(&this, &dereg).await;
+                    this.state().deregistering.remove(&dereg.runner_id);
+                });
+            }
+        }
+
+        if self.shutdown.is_cancelled() {
+            return report;
+        }
+        for start in plan.starts {
+            let Some(pool) = self.cfg.pools.pool(&start.pool).cloned() else { continue };
+            if self.in_backoff(&pool.name) {
+                report.held += 1;
+                continue;
+            }
+            let Some(template) = observation.template_for(&pool.template, &start.node) else {
+                report.held += 1;
+                if self.state().logged_missing_template.insert(pool.name.clone()) {
+                    let e = Error::TemplateNotFound { pool: pool.name.clone(), template: pool.template.clone() };
+                    tracing::error!(pool = %pool.name, "{e}");
+                }
+                continue;
+            };
+            self.state().logged_missing_template.remove(&pool.name);
+            {
+                let mut st = self.state();
+                if st.in_flight.contains_key(&start.vmid) {
+                    continue;
+                }
+                st.in_flight.insert(
+                    start.vmid,
+                    InFlight {
+                        pool: start.pool.clone(),
+                        vmid: start.vmid,
+                        node: start.node.clone(),
+                        runner_name: start.runner_name.clone(),
+                        op: Op::Provision,
+                    },
+                );
+            }
+            report.started += 1;
+            let this = Arc::clone(self);
+            self.tracker.spawn(async move {
+                let vmid = start.vmid;
+                let pool_name = pool.name.clone();
+                let result = {
+                    let _permits = this.permits(&start.node).await;
+                    crate::provision::provision(&this, &pool, &start, template).await
+                };
+                match result {
+                    Ok(()) => this.record_success(&pool_name),
+                    Err(Error::VmidTaken { vmid, message }) => {
+                        tracing::warn!(pool = %pool_name, vmid, "VMID taken ({message}); the next pass takes another id");
+                        this.state().taken.insert(vmid, Instant::now() + this.tuning.taken_vmid_ttl);
+                    }
+                    Err(Error::Cancelled) => {}
+                    Err(e) => {
+                        tracing::error!(pool = %pool_name, vmid, error = %e, "provision failed and was rolled back");
+                        this.record_failure(&pool_name);
+                    }
+                }
+                this.state().in_flight.remove(&vmid);
+                this.trigger();
+            });
+        }
+        report
+    }
+
+    async fn permits(&self, node: &str) -> (Option<tokio::sync::OwnedSemaphorePermit>, Option<tokio::sync::OwnedSemaphorePermit>) {
+        let node_sem = {
+            let mut limits = self.node_limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(
+                limits
+                    .entry(node.to_owned())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.tuning.max_parallel_per_node.max(1)))),
+            )
+        };
+        let global = Arc::clone(&self.global_limit).acquire_owned().await.ok();
+        let per_node = node_sem.acquire_owned().await.ok();
+        (global, per_node)
+    }
+
+    fn in_backoff(&self, pool: &str) -> bool {
+        self.state().pool_backoff.get(pool).and_then(|b| b.until).is_some_and(|until| until > Instant::now())
+    }
+
+    fn record_success(&self, pool: &str) {
+        self.state().pool_backoff.remove(pool);
+    }
+
+    fn record_failure(&self, pool: &str) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut st = self.state();
+        let b = st.pool_backoff.entry(pool.to_owned()).or_default();
+        b.failures = b.failures.saturating_add(1);
+        let delay = backoff_delay(self.tuning.pool_backoff, self.tuning.max_backoff, b.failures);
+        b.until = Some(Instant::now() + delay);
+        tracing::warn!(pool, failures = b.failures, backoff_s = delay.as_secs_f32(), "pool provisions paused after a failure");
+    }
+
+    /// The service loop: a pass at every poll interval and whenever something finished or a webhook
+    /// arrived; failed passes retry with back-off; returns after shutdown once in-flight work is done or
+    /// the grace period ran out.
+    pub async fn run(self: &Arc<Self>) {
+        let mut failures: u32 = 0;
+        let mut next_poll = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(next_poll) => {},
+                () = self.wake.notified() => {},
+            }
+            let began = tokio::time::Instant::now();
+            match self.pass().await {
+                Ok(report) => {
+                    failures = 0;
+                    next_poll = began + self.cfg.poll_interval;
+                    if report.started + report.deleting + report.deregistering > 0 {
+                        tracing::info!(
+                            started = report.started, deleting = report.deleting,
+                            deregistering = report.deregistering, held = report.held,
+                            queued = report.queued_jobs, elapsed_ms = began.elapsed().as_millis() as u64, "pass"
+                        );
+                    } else {
+                        tracing::debug!(queued = report.queued_jobs, elapsed_ms = began.elapsed().as_millis() as u64, "pass: nothing to do");
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let mut delay = backoff_delay(Duration::from_secs(1), self.tuning.max_backoff, failures)
+                        .min(self.cfg.poll_interval.max(Duration::from_secs(1)));
+                    if let Some(until) = rate_limited_until(&e) {
+                        delay = until.duration_since(SystemTime::now()).unwrap_or_default();
+                        tracing::warn!(resume_in_s = delay.as_secs(), "GitHub rate limit: pausing passes until the reset");
+                    } else {
+                        tracing::error!(error = %e, failures, retry_in_s = delay.as_secs_f32(), "pass failed");
+                    }
+                    next_poll = began + delay;
+                }
+            }
+            // A burst of finished tasks makes one pass, not one each.
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.tuning.min_pass_gap) => {},
+            }
+        }
+        tracing::info!(in_flight = self.state().in_flight.len(), "shutting down: finishing or rolling back in-flight work");
+        self.tracker.close();
+        if tokio::time::timeout(self.tuning.shutdown_grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!(in_flight = self.state().in_flight.len(), "shutdown grace period over; exiting with work in flight");
+        }
+    }
+}
+
+/// GitHub's "pause until" of an error, if it is a rate limit.
+pub(crate) fn rate_limited_until(e: &Error) -> Option<SystemTime> {
+    match e {
+        Error::RateLimited { until } => Some(*until),
+        Error::GitHub(g) => g.retry_at(),
+        _ => None,
+    }
+}
+
+/// `base · 2^(n−1)` capped at `max`, with ±20 % jitter.
+pub(crate) fn backoff_delay(base: Duration, max: Duration, failures: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let capped = exp.min(max);
+    let jitter = rand::random_range(0.8..1.2);
+    capped.mul_f64(jitter).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(30);
+        let first = backoff_delay(base, max, 1);
+        assert!(first >= Duration::from_millis(800) && first <= Duration::from_millis(1200), "{first:?}");
+        let fourth = backoff_delay(base, max, 4);
+        assert!(fourth >= Duration::from_millis(6400) && fourth <= Duration::from_millis(9600), "{fourth:?}");
+        assert!(backoff_delay(base, max, 40) <= max);
+    }
+}
