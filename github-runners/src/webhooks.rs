@@ -146,14 +146,14 @@ pub struct WebhookJob {
     /// Conclusion once completed.
     #[serde(default)]
     pub conclusion: Option<String>,
-    /// Runner id (null while queued).
-    #[serde(default)]
+    /// Runner id (null while queued; `number` in some schemas: integral floats accepted).
+    #[serde(default, deserialize_with = "lenient_opt_u64")]
     pub runner_id: Option<u64>,
     /// Runner name (null while queued).
     #[serde(default)]
     pub runner_name: Option<String>,
-    /// Runner group id (null while queued).
-    #[serde(default)]
+    /// Runner group id (null while queued; integral floats accepted).
+    #[serde(default, deserialize_with = "lenient_opt_u64")]
     pub runner_group_id: Option<u64>,
     /// Runner group name (null while queued).
     #[serde(default)]
@@ -213,7 +213,14 @@ pub struct WebhookInstallation {
 }
 
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
+    number_to_u64(serde_json::Number::deserialize(d)?)
+}
+
+fn lenient_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(d)?.map(number_to_u64).transpose()
+}
+
+fn number_to_u64<E: serde::de::Error>(n: serde_json::Number) -> Result<u64, E> {
     if let Some(v) = n.as_u64() {
         return Ok(v);
     }
