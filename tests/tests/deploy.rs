@@ -1,0 +1,1071 @@
+//! Deployment files of `dispatcher-bin/deploy/`: shellcheck, the LXC bootstrap script run against fake Proxmox
+//! VE tools (`pct`, `pveam`, `pvesm`, `pvesh`, plus `id`, `chown`, `cargo`) placed first on `PATH`, and
+//! `systemd-analyze verify` on the unit.
+//!
+//! The fakes are small bash scripts written into a temp dir. Each one appends its argv (fields separated by
+//! U+001F) to `calls.log` and keeps state in files: containers live in `state/ct/<id>/` with a `conf`, a
+//! `status` and a `root/` tree that `pct push` copies into and that `pct exec mkdir/mv/rm/chmod` act on, so
+//! the test can read `/etc/default/dispatcher` as the container would see it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Every variable of DESIGN §2.2 plus `RUST_LOG`: the bootstrap script must carry each one that is set.
+const DISPATCHER_VARS: &[&str] = &[
+    "PROXMOX_URL",
+    "PROXMOX_NODE",
+    "PROXMOX_TOKEN_ID",
+    "PROXMOX_TOKEN_SECRET",
+    "PROXMOX_STORAGE",
+    "PROXMOX_VERIFY_SSL",
+    "PROXMOX_CA_CERT",
+    "PROXMOX_TLS_FINGERPRINT",
+    "GITHUB_TOKEN",
+    "GITHUB_APP_ID",
+    "GITHUB_APP_INSTALLATION_ID",
+    "GITHUB_APP_PRIVATE_KEY_FILE",
+    "GITHUB_API_URL",
+    "GITHUB_ORG",
+    "MAX_TOTAL_RUNNERS",
+    "DISABLE_CLEANUP",
+    "PAUSE_ON_STOPPED",
+    "REPO_OWNER",
+    "REPO_NAME",
+    "REPO_URL",
+    "POLL_INTERVAL",
+    "RUNNER_POOLS_CONFIG",
+    "SNIPPETS_DIR",
+    "TEMPLATE_NAME",
+    "RUNNER_ID_START",
+    "RUNNER_ID_END",
+    "RUNNER_NAME_PREFIX",
+    "RUNNER_USER",
+    "RUNNER_LABELS",
+    "USER_DATA_TEMPLATE",
+    "RUNNER_GROUP_ID",
+    "RUNNER_INJECTION",
+    "DEBUG_LOGGING",
+    "WEBHOOK_SECRET",
+    "LISTEN_ADDR",
+    "LOG_FORMAT",
+    "RUST_LOG",
+];
+
+/// Distinctive secret values: shell metacharacters on purpose, and a marker each that must never show up on a
+/// command line or in the script's output.
+const PROXMOX_SECRET: &str = r#"pve"MARK-PVE-7f3a'$(touch /tmp/ghr-pwned)`id`\z #1"#;
+const GITHUB_SECRET: &str = "github_pat_MARK-GH-11AAAAAAA0123456789";
+const WEBHOOK_SECRET: &str = r"whsec MARK-WH-99 $HOME \n";
+const ROOT_PASSWORD: &str = "MARK-ROOT-s3cr3t!";
+const SECRET_MARKERS: &[&str] = &["MARK-PVE-7f3a", "MARK-GH-11", "MARK-WH-99", "MARK-ROOT"];
+
+const CTID: &str = "150";
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("dispatcher-bin")
+        .join("deploy")
+}
+
+fn script() -> PathBuf {
+    deploy_dir().join("bootstrap-dispatcher-lxc.sh")
+}
+
+/// Common head of every fake: log argv, one line per call.
+const FAKE_HEAD: &str = r#"#!/usr/bin/env bash
+set -euo pipefail
+S="$FAKE_STATE"
+{ printf '%s' "$(basename "$0")"; for a in "$@"; do printf '\037%s' "$a"; done; printf '\n'; } >>"$S/calls.log"
+"#;
+
+const FAKE_PCT: &str = r#"
+cmd=${1:-}
+id=${2:-}
+ct="$S/ct/$id"
+need_ct() { [ -d "$ct" ] || { echo "Configuration file 'nodes/pve/lxc/$id.conf' does not exist" >&2; exit 2; }; }
+case "$cmd" in
+list)
+    printf 'VMID       Status     Lock         Name\n'
+    for d in "$S"/ct/*/; do
+        [ -d "$d" ] || continue
+        printf '%-10s %-10s %-12s %s\n' "$(basename "$d")" "$(cat "$d/status")" "" "$(cat "$d/hostname")"
+    done ;;
+config) need_ct; cat "$ct/conf" ;;
+status) need_ct; echo "status: $(cat "$ct/status")" ;;
+create)
+    [ ! -d "$ct" ] || { echo "CT $id already exists" >&2; exit 255; }
+    tmpl=$3
+    case "$tmpl" in
+    /*) [ -f "$tmpl" ] || { echo "template $tmpl not found" >&2; exit 255; } ;;
+    *:vztmpl/*) [ -f "$S/templates/${tmpl#*:vztmpl/}" ] || { echo "volume $tmpl does not exist" >&2; exit 255; } ;;
+    *) echo "bad template $tmpl" >&2; exit 255 ;;
+    esac
+    shift 3
+    host=""
+    while [ $# -gt 0 ]; do
+        case "$1" in --hostname) host=$2 ;; esac
+        shift 2
+    done
+    mkdir -p "$ct/root/usr/local/bin" "$ct/root/etc/default" "$ct/root/etc/systemd/system" "$ct/root/opt"
+    echo "$host" >"$ct/hostname"
+    echo stopped >"$ct/status"
+    printf 'arch: amd64\nfeatures: nesting=1\nhostname: %s\nostype: debian\nunprivileged: 1\n' "$host" >"$ct/conf" ;;
+set)
+    need_ct; shift 2
+    while [ $# -gt 0 ]; do
+        key=${1#-}; key=${key#-}
+        grep -v "^$key:" "$ct/conf" >"$ct/conf.new" || true
+        echo "$key: $2" >>"$ct/conf.new"
+        mv "$ct/conf.new" "$ct/conf"
+        shift 2
+    done ;;
+start)
+    need_ct
+    [ "$(cat "$ct/status")" != running ] || { echo "CT $id already running" >&2; exit 255; }
+    echo running >"$ct/status" ;;
+stop|shutdown) need_ct; echo stopped >"$ct/status" ;;
+reboot) need_ct ;;
+destroy)
+    need_ct
+    [ "$(cat "$ct/status")" != running ] || { echo "CT $id is running - destroy failed" >&2; exit 255; }
+    rm -rf "$ct" ;;
+push)
+    need_ct
+    src=$3; dst=$4; shift 4
+    perms=""; user=""; group=""
+    while [ $# -gt 0 ]; do
+        case "$1" in --perms) perms=$2 ;; --user) user=$2 ;; --group) group=$2 ;; esac
+        shift 2
+    done
+    [ -d "$ct/root$(dirname "$dst")" ] || { echo "failed to open $dst: No such file or directory" >&2; exit 255; }
+    cp "$src" "$ct/root$dst"
+    chmod "${perms:-0644}" "$ct/root$dst"
+    printf '%s %s %s %s %s\n' "$dst" "${perms:--}" "${user:--}" "${group:--}" "$(stat -c %a "$src")" >>"$ct/push.log" ;;
+exec)
+    need_ct; shift 2
+    [ "${1:-}" = "--" ] && shift
+    [ "$(cat "$ct/status")" = running ] || { echo "CT $id not running" >&2; exit 255; }
+    prog=$1; shift
+    case "$prog" in
+    true) ;;
+    id)
+        [ -f "$ct/user" ] || { echo "id: 'dispatcher': no such user" >&2; exit 1; }
+        case "$1" in -u) cut -d: -f1 "$ct/user" ;; -g) cut -d: -f2 "$ct/user" ;; esac ;;
+    groupadd) ;;
+    useradd)
+        uid=""; gid=""
+        while [ $# -gt 1 ]; do
+            case "$1" in --uid) uid=$2; shift ;; --gid) gid=$2; shift ;; esac
+            shift
+        done
+        echo "$uid:$gid" >"$ct/user" ;;
+    chpasswd) cat >>"$ct/chpasswd.stdin" ;;
+    systemctl)
+        echo "$*" >>"$ct/systemctl.log"
+        case "$1" in is-system-running) echo running ;; status) echo "dispatcher.service - fake" ;; esac ;;
+    dpkg-query) echo "install ok installed" ;;
+    mkdir|mv|rm|chmod)
+        args=()
+        for a in "$@"; do case "$a" in /*) args+=("$ct/root$a") ;; *) args+=("$a") ;; esac; done
+        "$prog" "${args[@]}" ;;
+    *) echo "fake pct exec: unsupported command $prog" >&2; exit 127 ;;
+    esac ;;
+*) echo "fake pct: unsupported subcommand $cmd" >&2; exit 2 ;;
+esac
+"#;
+
+const FAKE_PVEAM: &str = r#"
+case "${1:-}" in
+update) echo "update successful" ;;
+available)
+    printf 'mail            proxmox-mail-gateway-8.1-standard_8.1-1_amd64.tar.zst\n'
+    printf 'system          debian-11-standard_11.7-1_amd64.tar.zst\n'
+    printf 'system          debian-12-standard_12.7-1_amd64.tar.zst\n'
+    printf 'system          debian-13-standard_13.1-2_amd64.tar.zst\n'
+    printf 'system          ubuntu-24.04-standard_24.04-2_amd64.tar.zst\n' ;;
+list)
+    printf 'NAME                                                         SIZE\n'
+    for f in "$S"/templates/*; do
+        [ -f "$f" ] || continue
+        printf '%s:vztmpl/%-50s 120.00MB\n' "$2" "$(basename "$f")"
+    done ;;
+download) touch "$S/templates/$3" ;;
+*) echo "fake pveam: unsupported $*" >&2; exit 2 ;;
+esac
+"#;
+
+const FAKE_PVESM: &str = r#"
+case "${1:-}" in
+path)
+    vol=$2; storage=${vol%%:*}; rest=${vol#*:}
+    case "$rest" in
+    snippets/*) echo "$S/host/$storage/snippets/${rest#snippets/}" ;;
+    *) echo "fake pvesm: unsupported volume $vol" >&2; exit 2 ;;
+    esac ;;
+status)
+    printf 'Name             Type     Status           Total            Used       Available        %%\n'
+    case "$*" in
+    *rootdir*) printf 'local            dir      active        98497780        10000000        83447780   10.15%%\n'
+               printf 'local-lvm        lvmthin  active       365760512        20000000       345760512    5.47%%\n' ;;
+    *snippets*) printf 'local            dir      active        98497780        10000000        83447780   10.15%%\n' ;;
+    esac ;;
+*) echo "fake pvesm: unsupported $*" >&2; exit 2 ;;
+esac
+"#;
+
+const FAKE_PVESH: &str = r#"
+case "$*" in
+"get /cluster/nextid") echo 150 ;;
+*) echo "fake pvesh: unsupported $*" >&2; exit 2 ;;
+esac
+"#;
+
+/// `id -u` says root (pct needs it); `chown` only records, so the test also runs as a normal user.
+const FAKE_ID: &str = r#"
+case "$*" in -u) echo 0 ;; *) exec /usr/bin/id "$@" ;; esac
+"#;
+const FAKE_CHOWN: &str = "\n";
+
+/// `cargo build …` leaves a binary where the script expects it.
+const FAKE_CARGO: &str = r#"
+mkdir -p "$CARGO_TARGET_DIR/release"
+printf '#!/bin/sh\necho built-by-fake-cargo\n' >"$CARGO_TARGET_DIR/release/dispatcher"
+chmod 0755 "$CARGO_TARGET_DIR/release/dispatcher"
+"#;
+
+/// One simulated Proxmox host: fakes on PATH, state, and the operator's files.
+struct Rig {
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rig = Self { dir };
+        for sub in ["bin", "state/ct", "state/templates", "state/host", "op"] {
+            fs::create_dir_all(rig.path(sub)).expect("mkdir");
+        }
+        fs::write(rig.path("state/calls.log"), "").expect("log");
+        for (name, body) in [
+            ("pct", FAKE_PCT),
+            ("pveam", FAKE_PVEAM),
+            ("pvesm", FAKE_PVESM),
+            ("pvesh", FAKE_PVESH),
+            ("id", FAKE_ID),
+            ("chown", FAKE_CHOWN),
+            ("cargo", FAKE_CARGO),
+        ] {
+            let p = rig.path("bin").join(name);
+            fs::write(&p, format!("{FAKE_HEAD}{body}")).expect("write fake");
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod fake");
+        }
+        let binary = rig.path("op/dispatcher");
+        fs::write(&binary, "#!/bin/sh\necho fake dispatcher\n").expect("binary");
+        fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::write(rig.path("op/ca.pem"), "-----BEGIN CERTIFICATE-----\nfake\n").expect("ca");
+        fs::write(
+            rig.path("op/app-key.pem"),
+            "-----BEGIN PRIVATE KEY-----\nfake\n",
+        )
+        .expect("key");
+        rig
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn ct(&self, rel: &str) -> PathBuf {
+        self.path(&format!("state/ct/{CTID}/{rel}"))
+    }
+
+    fn ct_file(&self, abs: &str) -> PathBuf {
+        self.ct(&format!("root{abs}"))
+    }
+
+    /// The full input: every dispatcher variable and the bootstrap-only secret.
+    fn full_input(&self) -> Vec<(&'static str, String)> {
+        let mut v: Vec<(&'static str, String)> = DISPATCHER_VARS
+            .iter()
+            .map(|&k| (k, format!("value-of-{}", k.to_ascii_lowercase())))
+            .collect();
+        let set = |v: &mut Vec<(&'static str, String)>, k: &str, val: String| {
+            if let Some(e) = v.iter_mut().find(|(key, _)| *key == k) {
+                e.1 = val;
+            }
+        };
+        set(
+            &mut v,
+            "PROXMOX_URL",
+            "https://192.0.2.10:8006/api2/json".into(),
+        );
+        set(&mut v, "PROXMOX_TOKEN_ID", "ghr@pve!dispatcher".into());
+        set(&mut v, "PROXMOX_TOKEN_SECRET", PROXMOX_SECRET.into());
+        set(&mut v, "PROXMOX_STORAGE", "local".into());
+        set(
+            &mut v,
+            "PROXMOX_CA_CERT",
+            self.path("op/ca.pem").display().to_string(),
+        );
+        set(&mut v, "GITHUB_TOKEN", GITHUB_SECRET.into());
+        set(
+            &mut v,
+            "GITHUB_APP_PRIVATE_KEY_FILE",
+            self.path("op/app-key.pem").display().to_string(),
+        );
+        set(&mut v, "WEBHOOK_SECRET", WEBHOOK_SECRET.into());
+        set(&mut v, "SNIPPETS_DIR", "/srv/ghr/snippets".into());
+        set(&mut v, "RUNNER_LABELS", "self-hosted, linux ,x64".into());
+        set(
+            &mut v,
+            "REPO_URL",
+            "https://github.com/NREL/EnergyPlus".into(),
+        );
+        v.push(("CT_ROOT_PASSWORD", ROOT_PASSWORD.into()));
+        v
+    }
+
+    /// Writes `op/dispatcher.env` the way an operator would: comments, `export`, quotes, secrets unquoted.
+    fn write_env_file(&self, vars: &[(&str, String)]) -> PathBuf {
+        let mut text = String::from("# operator env file\n\n");
+        for (i, (k, v)) in vars.iter().enumerate() {
+            match i % 3 {
+                // A value with both quote kinds can only be written unquoted.
+                _ if v.contains('"') && v.contains('\'') => text.push_str(&format!("{k}={v}\n")),
+                0 if !v.contains('"') => text.push_str(&format!("export {k}=\"{v}\"\n")),
+                1 if !v.contains('\'') => text.push_str(&format!("{k}='{v}'\r\n")),
+                _ => text.push_str(&format!("{k}={v}\n")),
+            }
+        }
+        let p = self.path("op/dispatcher.env");
+        fs::write(&p, text).expect("env file");
+        p
+    }
+
+    fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        let path = format!(
+            "{}:/usr/local/bin:/usr/bin:/bin",
+            self.path("bin").display()
+        );
+        let mut cmd = Command::new("bash");
+        cmd.arg(script())
+            .args(args)
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", self.path("op"))
+            .env("FAKE_STATE", self.path("state"))
+            .env("BOOTSTRAP_STATUS_DELAY", "0")
+            .env("TMPDIR", self.path("op"));
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run bootstrap script")
+    }
+
+    /// Runs with the env file and `--binary`; asserts success.
+    fn bootstrap(&self, extra_args: &[&str]) -> Output {
+        let env_file = self.path("op/dispatcher.env");
+        let binary = self.path("op/dispatcher");
+        let mut args = vec![
+            "--env-file",
+            env_file.to_str().expect("utf-8"),
+            "--binary",
+            binary.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(extra_args);
+        let out = self.run(&args, &[]);
+        assert!(
+            out.status.success(),
+            "bootstrap failed: {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Recorded calls, each as argv (program name first).
+    fn calls(&self) -> Vec<Vec<String>> {
+        fs::read_to_string(self.path("state/calls.log"))
+            .expect("calls.log")
+            .lines()
+            .map(|l| l.split('\u{1f}').map(str::to_owned).collect())
+            .collect()
+    }
+
+    fn calls_matching(&self, prefix: &[&str]) -> Vec<Vec<String>> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.len() >= prefix.len() && c.iter().zip(prefix).all(|(a, b)| a == b))
+            .collect()
+    }
+
+    fn clear_calls(&self) {
+        fs::write(self.path("state/calls.log"), "").expect("clear log");
+        let _ = fs::remove_file(self.ct("systemctl.log"));
+        let _ = fs::remove_file(self.ct("push.log"));
+    }
+
+    fn systemctl_log(&self) -> Vec<String> {
+        fs::read_to_string(self.ct("systemctl.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `pct push` destinations → (perms, user, group, host source mode).
+    fn pushes(&self) -> BTreeMap<String, (String, String, String, String)> {
+        fs::read_to_string(self.ct("push.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f.len() == 5).then(|| {
+                    (
+                        f[0].to_owned(),
+                        (
+                            f[1].to_owned(),
+                            f[2].to_owned(),
+                            f[3].to_owned(),
+                            f[4].to_owned(),
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// Parses the written env file the way `sh` does (`set -a; . file`), so quoting is checked by a real parser.
+fn parse_env_with_sh(file: &Path) -> BTreeMap<String, String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"set -a; . "$1"; for k in $2; do eval "v=\${$k-__UNSET__}"; printf '%s=%s\0' "$k" "$v"; done"#)
+        .arg("sh")
+        .arg(file)
+        .arg(DISPATCHER_VARS.join(" "))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "sh could not source {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .filter(|(_, v)| v != "__UNSET__")
+        .collect()
+}
+
+fn assert_no_secret_anywhere(rig: &Rig, outputs: &[&Output]) {
+    let log = fs::read_to_string(rig.path("state/calls.log")).expect("log");
+    for marker in SECRET_MARKERS {
+        assert!(
+            !log.contains(marker),
+            "secret marker {marker} on a recorded command line:\n{log}"
+        );
+        for out in outputs {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                !text.contains(marker),
+                "secret marker {marker} in the script's output:\n{text}"
+            );
+        }
+    }
+    for secret in [PROXMOX_SECRET, GITHUB_SECRET, WEBHOOK_SECRET, ROOT_PASSWORD] {
+        assert!(
+            !log.contains(secret),
+            "a secret value is on a recorded command line"
+        );
+    }
+    assert!(
+        !Path::new("/tmp/ghr-pwned").exists(),
+        "a secret value was executed by a shell"
+    );
+}
+
+#[test]
+fn shellcheck_deploy_scripts() {
+    let have = Command::new("shellcheck")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "shellcheck is missing but CI is set: install it"
+        );
+        eprintln!("shellcheck not installed: skipped (set CI to make this fatal)");
+        return;
+    }
+    let out = Command::new("shellcheck")
+        .arg("--shell=bash")
+        .arg("--severity=style")
+        .arg(script())
+        .arg(deploy_dir().join("dispatcherctl"))
+        .output()
+        .expect("shellcheck");
+    assert!(
+        out.status.success(),
+        "shellcheck findings:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn first_run_creates_and_configures_the_container() {
+    let rig = Rig::new();
+    rig.write_env_file(&rig.full_input());
+    let out = rig.bootstrap(&[]);
+
+    // Template: index updated, newest Debian standard (13) downloaded, container created from it.
+    assert_eq!(rig.calls_matching(&["pveam", "update"]).len(), 1);
+    assert_eq!(
+        rig.calls_matching(&["pveam", "download"]),
+        vec![vec![
+            "pveam",
+            "download",
+            "local",
+            "debian-13-standard_13.1-2_amd64.tar.zst"
+        ]]
+    );
+    let creates = rig.calls_matching(&["pct", "create"]);
+    assert_eq!(creates.len(), 1, "{creates:?}");
+    let create = creates[0].join(" ");
+    for part in [
+        "pct create 150 local:vztmpl/debian-13-standard_13.1-2_amd64.tar.zst",
+        "--hostname gha-dispatcher",
+        "--unprivileged 1",
+        "--features nesting=1",
+        "--rootfs local-lvm:4",
+    ] {
+        assert!(create.contains(part), "`{part}` missing in: {create}");
+    }
+    assert!(rig.calls_matching(&["pct", "destroy"]).is_empty());
+
+    // Bind mount of the storage's snippets dir at SNIPPETS_DIR, set before the first start.
+    let host_snippets = rig.path("state/host/local/snippets");
+    let set = rig.calls_matching(&["pct", "set", CTID]);
+    assert_eq!(
+        set,
+        vec![vec![
+            "pct".to_owned(),
+            "set".into(),
+            CTID.into(),
+            "--mp0".into(),
+            format!("{},mp=/srv/ghr/snippets", host_snippets.display())
+        ]]
+    );
+    let calls = rig.calls();
+    let pos = |p: &[&str]| {
+        calls
+            .iter()
+            .position(|c| c.iter().zip(p).all(|(a, b)| a == b) && c.len() >= p.len())
+            .unwrap_or_else(|| panic!("{p:?} not called"))
+    };
+    assert!(pos(&["pct", "set"]) < pos(&["pct", "start"]));
+    // Host dir owned by the container's dispatcher user (uid/gid 990) through the unprivileged map.
+    assert_eq!(
+        rig.calls_matching(&["chown"]),
+        vec![vec![
+            "chown".to_owned(),
+            "100990:100990".into(),
+            host_snippets.display().to_string()
+        ]]
+    );
+    assert!(host_snippets.is_dir());
+    assert_eq!(
+        fs::read_to_string(rig.ct("user")).expect("user"),
+        "990:990\n"
+    );
+
+    // Files in the container.
+    let pushes = rig.pushes();
+    let expect = |dst: &str, perms: &str, user: &str| {
+        let p = pushes
+            .get(dst)
+            .unwrap_or_else(|| panic!("{dst} not pushed: {pushes:?}"));
+        assert_eq!((p.0.as_str(), p.1.as_str()), (perms, user), "{dst}");
+    };
+    expect("/usr/local/bin/dispatcher.new", "0755", "0");
+    expect("/usr/local/bin/dispatcherctl", "0755", "0");
+    expect("/etc/default/dispatcher", "0600", "0");
+    expect("/etc/systemd/system/dispatcher.service", "0644", "0");
+    expect(
+        "/etc/systemd/system/dispatcher.service.d/snippets-dir.conf",
+        "0644",
+        "0",
+    );
+    expect("/etc/dispatcher/proxmox-ca.pem", "0644", "0");
+    expect("/etc/dispatcher/github-app-key.pem", "0600", "990");
+    assert!(
+        rig.ct_file("/usr/local/bin/dispatcher").is_file(),
+        "binary renamed into place"
+    );
+    assert!(!rig.ct_file("/usr/local/bin/dispatcher.new").exists());
+    assert_eq!(
+        fs::read(rig.ct_file("/etc/systemd/system/dispatcher.service")).expect("unit"),
+        fs::read(deploy_dir().join("dispatcher.service")).expect("unit source")
+    );
+    assert_eq!(
+        fs::read_to_string(
+            rig.ct_file("/etc/systemd/system/dispatcher.service.d/snippets-dir.conf")
+        )
+        .expect("drop-in"),
+        "[Service]\nReadWritePaths=-/srv/ghr/snippets\n"
+    );
+
+    // Root password through stdin only.
+    assert_eq!(
+        fs::read_to_string(rig.ct("chpasswd.stdin")).expect("chpasswd stdin"),
+        format!("root:{ROOT_PASSWORD}\n")
+    );
+
+    // Service enabled and (re)started after daemon-reload.
+    let sc = rig.systemctl_log();
+    let i = |s: &str| {
+        sc.iter()
+            .position(|l| l == s)
+            .unwrap_or_else(|| panic!("systemctl {s} missing: {sc:?}"))
+    };
+    assert!(i("daemon-reload") < i("enable dispatcher.service"));
+    assert!(i("enable dispatcher.service") < i("restart dispatcher.service"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("pct exec 150 -- journalctl -u dispatcher -f"),
+        "{stdout}"
+    );
+    assert_no_secret_anywhere(&rig, &[&out]);
+}
+
+#[test]
+fn env_file_has_every_variable_mode_0600_and_no_secret_on_any_command_line() {
+    let rig = Rig::new();
+    let input = rig.full_input();
+    rig.write_env_file(&input);
+    let out = rig.bootstrap(&[]);
+
+    let env_path = rig.ct_file("/etc/default/dispatcher");
+    let mode = fs::metadata(&env_path)
+        .expect("env file")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "mode of /etc/default/dispatcher");
+    let pushed = rig.pushes();
+    let (perms, user, group, src_mode) = &pushed["/etc/default/dispatcher"];
+    assert_eq!(
+        (perms.as_str(), user.as_str(), group.as_str()),
+        ("0600", "0", "0")
+    );
+    assert_eq!(src_mode, "600", "the host temp file must be 0600 too");
+    // The host temp file is gone.
+    let env_push = rig
+        .calls_matching(&["pct", "push", CTID])
+        .into_iter()
+        .find(|c| c.get(4).is_some_and(|d| d == "/etc/default/dispatcher"))
+        .expect("env push");
+    assert!(
+        !Path::new(&env_push[3]).exists(),
+        "temp file {} left behind",
+        env_push[3]
+    );
+
+    let written = parse_env_with_sh(&env_path);
+    let rewritten: BTreeMap<&str, &str> = [
+        ("PROXMOX_CA_CERT", "/etc/dispatcher/proxmox-ca.pem"),
+        (
+            "GITHUB_APP_PRIVATE_KEY_FILE",
+            "/etc/dispatcher/github-app-key.pem",
+        ),
+    ]
+    .into_iter()
+    .collect();
+    for (key, value) in &input {
+        if !DISPATCHER_VARS.contains(key) {
+            assert!(
+                !written.contains_key(*key),
+                "{key} is bootstrap-only and must not be written"
+            );
+            continue;
+        }
+        let want = rewritten.get(key).copied().unwrap_or(value.as_str());
+        assert_eq!(written.get(*key).map(String::as_str), Some(want), "{key}");
+    }
+    assert_eq!(written.len(), DISPATCHER_VARS.len(), "{written:?}");
+    let raw = fs::read_to_string(&env_path).expect("env");
+    assert!(
+        raw.contains("MARK-PVE-7f3a"),
+        "the secret itself is in the file"
+    );
+    assert_no_secret_anywhere(&rig, &[&out]);
+}
+
+#[test]
+fn second_run_updates_without_recreating() {
+    let rig = Rig::new();
+    let mut input = rig.full_input();
+    rig.write_env_file(&input);
+    rig.bootstrap(&[]);
+    rig.clear_calls();
+
+    // The operator changes a setting and ships a pools file next to the env file.
+    if let Some(e) = input.iter_mut().find(|(k, _)| *k == "POLL_INTERVAL") {
+        e.1 = "30".into();
+    }
+    rig.write_env_file(&input);
+    fs::copy(
+        deploy_dir().join("runner-pools.example.json"),
+        rig.path("op/runner-pools.json"),
+    )
+    .expect("pools");
+    let out = rig.bootstrap(&[]);
+
+    assert!(
+        rig.calls_matching(&["pct", "create"]).is_empty(),
+        "second run must not create"
+    );
+    assert!(
+        rig.calls_matching(&["pct", "destroy"]).is_empty(),
+        "second run must not destroy"
+    );
+    assert!(
+        rig.calls_matching(&["pct", "set"]).is_empty(),
+        "mount point unchanged: no pct set"
+    );
+    assert!(
+        rig.calls_matching(&["pct", "start"]).is_empty(),
+        "already running"
+    );
+    assert!(rig.calls_matching(&["pveam", "download"]).is_empty());
+    let sc = rig.systemctl_log();
+    assert!(
+        sc.iter().any(|l| l == "restart dispatcher.service"),
+        "{sc:?}"
+    );
+    assert!(sc.iter().any(|l| l == "daemon-reload"), "{sc:?}");
+    let pushes = rig.pushes();
+    assert!(
+        pushes.contains_key("/usr/local/bin/dispatcher.new"),
+        "binary updated"
+    );
+    assert!(pushes.contains_key("/opt/dispatcher/runner-pools.json"));
+    let written = parse_env_with_sh(&rig.ct_file("/etc/default/dispatcher"));
+    assert_eq!(written["POLL_INTERVAL"], "30");
+    assert_eq!(
+        written["RUNNER_POOLS_CONFIG"],
+        "/opt/dispatcher/runner-pools.json"
+    );
+    assert_eq!(
+        fs::read(rig.ct_file("/opt/dispatcher/runner-pools.json")).expect("pools"),
+        fs::read(deploy_dir().join("runner-pools.example.json")).expect("example")
+    );
+    assert_no_secret_anywhere(&rig, &[&out]);
+}
+
+#[test]
+fn recreate_destroys_and_recreates() {
+    let rig = Rig::new();
+    rig.write_env_file(&rig.full_input());
+    rig.bootstrap(&[]);
+    fs::write(rig.ct_file("/opt/marker"), "old container").expect("marker");
+    rig.clear_calls();
+
+    rig.bootstrap(&["--recreate"]);
+    let calls = rig.calls();
+    let pos = |p: &[&str]| {
+        calls
+            .iter()
+            .position(|c| c.iter().zip(p).all(|(a, b)| a == b))
+    };
+    let stop = pos(&["pct", "stop", CTID]).expect("stopped before destroy");
+    let destroy = pos(&["pct", "destroy", CTID]).expect("destroyed");
+    let create = pos(&["pct", "create", CTID]).expect("created again");
+    assert!(stop < destroy && destroy < create);
+    assert!(!rig.ct_file("/opt/marker").exists(), "a new container");
+    assert!(rig.ct_file("/etc/default/dispatcher").is_file());
+    assert!(
+        rig.systemctl_log()
+            .iter()
+            .any(|l| l == "restart dispatcher.service")
+    );
+}
+
+#[test]
+fn existing_ctid_with_another_hostname_is_refused() {
+    let rig = Rig::new();
+    rig.write_env_file(&rig.full_input());
+    rig.bootstrap(&["--hostname", "other-ct"]);
+    rig.clear_calls();
+    let env_file = rig.path("op/dispatcher.env");
+    let binary = rig.path("op/dispatcher");
+    let out = rig.run(
+        &[
+            "--env-file",
+            env_file.to_str().expect("utf-8"),
+            "--binary",
+            binary.to_str().expect("utf-8"),
+            "--ctid",
+            CTID,
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("container 150 exists with hostname 'other-ct'"),
+        "{err}"
+    );
+    for c in rig.calls() {
+        assert!(
+            !(c[0] == "pct"
+                && ["create", "destroy", "set", "push", "stop"].contains(&c[1].as_str())),
+            "changed something: {c:?}"
+        );
+    }
+}
+
+#[test]
+fn ct_template_file_is_used_as_is_and_environment_overrides_the_file() {
+    let rig = Rig::new();
+    let input = rig.full_input();
+    rig.write_env_file(&input);
+    let tmpl = rig.path("op/debian-12-standard_12.7-1_amd64.tar.zst");
+    fs::write(&tmpl, "tarball").expect("template");
+    let env_file = rig.path("op/dispatcher.env");
+    let binary = rig.path("op/dispatcher");
+    let out = rig.run(
+        &[
+            "--env-file",
+            env_file.to_str().expect("utf-8"),
+            "--binary",
+            binary.to_str().expect("utf-8"),
+        ],
+        &[
+            ("CT_TEMPLATE_FILE", tmpl.to_str().expect("utf-8")),
+            ("REPO_NAME", "from-environment"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        rig.calls_matching(&["pveam"]).is_empty(),
+        "no template lookup with CT_TEMPLATE_FILE"
+    );
+    let create = rig.calls_matching(&["pct", "create"]);
+    assert_eq!(create[0][3], tmpl.display().to_string());
+    let written = parse_env_with_sh(&rig.ct_file("/etc/default/dispatcher"));
+    assert_eq!(written["REPO_NAME"], "from-environment");
+}
+
+#[test]
+fn present_template_is_not_downloaded_again() {
+    let rig = Rig::new();
+    rig.write_env_file(&rig.full_input());
+    fs::write(
+        rig.path("state/templates/debian-13-standard_13.1-2_amd64.tar.zst"),
+        "t",
+    )
+    .expect("tmpl");
+    rig.bootstrap(&[]);
+    assert!(rig.calls_matching(&["pveam", "download"]).is_empty());
+    assert_eq!(rig.calls_matching(&["pct", "create"]).len(), 1);
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let rig = Rig::new();
+    rig.write_env_file(&rig.full_input());
+    let env_file = rig.path("op/dispatcher.env");
+    let binary = rig.path("op/dispatcher");
+    let out = rig.run(
+        &[
+            "--env-file",
+            env_file.to_str().expect("utf-8"),
+            "--binary",
+            binary.to_str().expect("utf-8"),
+            "--dry-run",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for c in rig.calls() {
+        let mutating = match c[0].as_str() {
+            "pct" => !["list", "config", "status"].contains(&c[1].as_str()),
+            "pveam" => !["available", "list"].contains(&c[1].as_str()),
+            "chown" | "cargo" => true,
+            _ => false,
+        };
+        assert!(!mutating, "dry run ran {c:?}");
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("would run: pct create 150"), "{err}");
+    assert!(!rig.ct("").exists());
+    assert_no_secret_anywhere(&rig, &[&out]);
+}
+
+#[test]
+fn without_binary_it_builds_with_cargo() {
+    let rig = Rig::new();
+    rig.write_env_file(&rig.full_input());
+    let env_file = rig.path("op/dispatcher.env");
+    let target = rig.path("op/target");
+    let out = rig.run(
+        &["--env-file", env_file.to_str().expect("utf-8")],
+        &[("CARGO_TARGET_DIR", target.to_str().expect("utf-8"))],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        rig.calls_matching(&["cargo"]),
+        vec![vec![
+            "cargo",
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "dispatcher-bin"
+        ]]
+    );
+    let installed = fs::read_to_string(rig.ct_file("/usr/local/bin/dispatcher")).expect("binary");
+    assert!(installed.contains("built-by-fake-cargo"));
+}
+
+#[test]
+fn missing_settings_and_bad_lines_are_named() {
+    let rig = Rig::new();
+    let input: Vec<(&str, String)> = rig
+        .full_input()
+        .into_iter()
+        .filter(|(k, _)| !["PROXMOX_NODE", "GITHUB_TOKEN", "GITHUB_APP_ID"].contains(k))
+        .collect();
+    rig.write_env_file(&input);
+    let env_file = rig.path("op/dispatcher.env");
+    let binary = rig.path("op/dispatcher");
+    let args = [
+        "--env-file",
+        env_file.to_str().expect("utf-8"),
+        "--binary",
+        binary.to_str().expect("utf-8"),
+    ];
+    let out = rig.run(&args, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PROXMOX_NODE") && err.contains("GITHUB_TOKEN (or GITHUB_APP_ID)"),
+        "{err}"
+    );
+
+    let mut text = fs::read_to_string(&env_file).expect("env");
+    text.push_str("PROXMOX_NODE=pve\nGITHUB_TOKEN=x\nPROXMOX_TOKEN_SECRT=typo\nthis line is not an assignment MARK-GH-11\n");
+    fs::write(&env_file, text).expect("env");
+    let out = rig.run(&args, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown variable PROXMOX_TOKEN_SECRT"),
+        "{err}"
+    );
+    assert!(err.contains("expected KEY=VALUE"), "{err}");
+    assert!(
+        !err.contains("MARK-GH-11"),
+        "a bad line is not echoed (it may hold a secret): {err}"
+    );
+    assert!(rig.calls_matching(&["pct", "create"]).is_empty());
+}
+
+#[test]
+fn systemd_analyze_verify_the_unit() {
+    let have = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is missing but CI is set: install systemd"
+        );
+        eprintln!("systemd-analyze not installed: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // verify needs the ExecStart binary to exist: point it at an executable stub; everything else as shipped.
+    let stub = dir.path().join("dispatcher");
+    fs::write(&stub, "#!/bin/sh\nexit 0\n").expect("stub");
+    fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let unit = fs::read_to_string(deploy_dir().join("dispatcher.service")).expect("unit");
+    for line in [
+        "ExecStart=/usr/local/bin/dispatcher run",
+        "EnvironmentFile=/etc/default/dispatcher",
+        "User=dispatcher",
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=-/opt/dispatcher/snippets",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=",
+        "KillSignal=SIGTERM",
+        "TimeoutStopSec=120s",
+        "UMask=0077",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "unit lacks `{line}`");
+    }
+    let patched = unit.replace("/usr/local/bin/dispatcher", stub.to_str().expect("utf-8"));
+    let unit_path = dir.path().join("dispatcher.service");
+    fs::write(&unit_path, patched).expect("unit copy");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit_path)
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .expect("systemd-analyze");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify: {}\n{text}",
+        out.status
+    );
+
+    // The offline security score: hardening regressions show up as a higher exposure.
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
+        .arg(&unit_path)
+        .output()
+        .expect("systemd-analyze security");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exposure above 2.0:\n{text}");
+}
