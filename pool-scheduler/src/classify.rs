@@ -123,7 +123,7 @@ pub fn ownership<'a>(config: &Config, vm: &'a ObservedVm) -> Option<Owned<'a>> {
     if vm
         .tags
         .iter()
-        .any(|t| t.starts_with(marks::POOL_TAG_PREFIX) && !t.eq_ignore_ascii_case(&own_tag))
+        .any(|t| t.starts_with(marks::POOL_TAG_PREFIX) && !t.eq_ignore_ascii_case(own_tag))
     {
         return None;
     }

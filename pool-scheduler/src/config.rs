@@ -232,6 +232,9 @@ pub struct Pool {
     /// Lowercased labels without `self-hosted`, for matching.
     #[serde(skip)]
     match_labels: Vec<String>,
+    /// The `ghr-pool-…` tag.
+    #[serde(skip)]
+    tag: String,
 }
 
 impl Pool {
@@ -255,8 +258,8 @@ impl Pool {
 
     /// The pool's `ghr-pool-…` tag.
     #[must_use]
-    pub fn tag(&self) -> String {
-        marks::pool_tag(&self.name)
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
 
     /// Labels used for matching: lowercased, deduplicated, without `self-hosted` (which is implicit).
@@ -1333,7 +1336,9 @@ fn build(value: &Value, base_dir: &Path, defaults: &Defaults) -> Result<Loaded, 
             .map(|l| l.to_lowercase())
             .filter(|l| l != "self-hosted")
             .collect();
+        let tag = marks::pool_tag(&name);
         pools.push(Pool {
+            tag,
             name,
             node,
             nodes,

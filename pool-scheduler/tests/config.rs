@@ -9,7 +9,9 @@ use std::time::Duration;
 use pool_scheduler::{Config, Defaults, Error, Flags, Injection, Location, Os, ProblemKind};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 #[test]
@@ -26,7 +28,10 @@ fn seed_two_pool_file_loads_with_the_same_meaning() {
     assert_eq!(a.template, "ubuntu-2404-runner-template");
     assert_eq!(a.labels, ["linux", "x64", "ubuntu-24.04", "energyplus"]);
     assert_eq!((a.vmid_start, a.vmid_end), (200, 249));
-    assert_eq!(a.runner_name_prefix, "ubuntu-2404-runner-", "a '-' is appended");
+    assert_eq!(
+        a.runner_name_prefix, "ubuntu-2404-runner-",
+        "a '-' is appended"
+    );
     assert_eq!(a.runner_user, "ci");
     assert_eq!(
         a.user_data_template.as_deref(),
@@ -45,7 +50,11 @@ fn seed_two_pool_file_loads_with_the_same_meaning() {
         ["linux", "x64", "ubuntu-22.04", "energyplus"],
         "comma string: trimmed, empty entries dropped"
     );
-    assert_eq!((b.vmid_start, b.vmid_end), (250, 299), "numeric string accepted");
+    assert_eq!(
+        (b.vmid_start, b.vmid_end),
+        (250, 299),
+        "numeric string accepted"
+    );
     assert_eq!(b.runner_name_prefix, "ubuntu-2204-runner-");
     assert_eq!(b.runner_user, "ci", "seed default");
     assert_eq!(b.storage, "local", "PROXMOX_STORAGE default");
@@ -72,7 +81,11 @@ fn seed_two_pool_file_loads_with_the_same_meaning() {
         c.parse_runner_name("ubuntu-2204-runner-251-abc"),
         Some((1, 251, 36 * 36 * 10 + 36 * 11 + 12))
     );
-    assert_eq!(c.parse_runner_name("ubuntu-2204-runner-201-abc"), None, "vmid outside the pool's range");
+    assert_eq!(
+        c.parse_runner_name("ubuntu-2204-runner-201-abc"),
+        None,
+        "vmid outside the pool's range"
+    );
     assert_eq!(c.parse_runner_name("energyplus-runner-201"), None);
 }
 
@@ -85,7 +98,13 @@ fn max_total_runners_env_overrides_like_the_seed() {
             max_total_runners: env,
             ..common::defaults()
         };
-        assert_eq!(Config::from_json(&text, &base, &d).unwrap().config.max_total_runners(), want);
+        assert_eq!(
+            Config::from_json(&text, &base, &d)
+                .unwrap()
+                .config
+                .max_total_runners(),
+            want
+        );
     }
 }
 
@@ -95,7 +114,9 @@ fn no_pools_file_gives_one_default_pool_from_the_environment() {
         node: "pve2".into(),
         labels: pool_scheduler::split_labels("energyplus, linux,x64 ,"),
         runner_name_prefix: "energyplus-runner".into(),
-        user_data_template: Some(PathBuf::from("runners/ubuntu-2404/cloud-init/runner-user-data.pkrtpl")),
+        user_data_template: Some(PathBuf::from(
+            "runners/ubuntu-2404/cloud-init/runner-user-data.pkrtpl",
+        )),
         injection: Injection::Agent,
         runner_group_id: 3,
         max_total_runners: Some(5),
@@ -116,7 +137,9 @@ fn no_pools_file_gives_one_default_pool_from_the_environment() {
     assert_eq!(p.runner_name_prefix, "energyplus-runner-");
     assert_eq!(
         p.user_data_template.as_deref(),
-        Some(Path::new("runners/ubuntu-2404/cloud-init/runner-user-data.pkrtpl")),
+        Some(Path::new(
+            "runners/ubuntu-2404/cloud-init/runner-user-data.pkrtpl"
+        )),
         "env paths are taken as given"
     );
     assert_eq!(p.injection, Injection::Agent);
@@ -162,7 +185,10 @@ fn extensions_parse() {
     assert_eq!(p.os, Os::Windows);
     assert_eq!(p.runner_group_id, 7);
     assert_eq!(p.nodes, ["pve1", "pve2"], "deduplicated");
-    assert_eq!(p.user_data_template.as_deref(), Some(Path::new("/abs/t.yaml")));
+    assert_eq!(
+        p.user_data_template.as_deref(),
+        Some(Path::new("/abs/t.yaml"))
+    );
 }
 
 #[test]
@@ -252,15 +278,42 @@ fn each_validation_error() {
     assert!(matches!(only_kind("42"), ProblemKind::NotAConfig { .. }));
     assert_eq!(only_kind("{}"), ProblemKind::NoPools);
     assert_eq!(only_kind("[]"), ProblemKind::NoPools);
-    assert!(matches!(only_kind(r#"{"pools": {"a": 1}}"#), ProblemKind::WrongType { .. }));
-    assert!(matches!(only_kind(r#"[{"name": "a b"}]"#), ProblemKind::InvalidName { .. }));
-    assert!(matches!(only_kind(r#"[{"name": ""}]"#), ProblemKind::Empty { .. }));
-    assert!(matches!(only_kind(r#"[{"name": 5}]"#), ProblemKind::WrongType { .. }));
-    assert!(matches!(only_kind(r#"[{"name": "a", "labels": [1]}]"#), ProblemKind::WrongType { .. }));
-    assert!(matches!(only_kind(r#"[{"name": "a", "labels": " , "}]"#), ProblemKind::Empty { .. }));
-    assert!(matches!(only_kind(r#"[{"name": "a", "nodes": []}]"#), ProblemKind::Empty { .. }));
-    assert!(matches!(only_kind(r#"[{"name": "a", "node": ""}]"#), ProblemKind::Empty { .. }));
-    assert!(matches!(only_kind(r#"[{"name": "a", "template": ""}]"#), ProblemKind::Empty { .. }));
+    assert!(matches!(
+        only_kind(r#"{"pools": {"a": 1}}"#),
+        ProblemKind::WrongType { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a b"}]"#),
+        ProblemKind::InvalidName { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": ""}]"#),
+        ProblemKind::Empty { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": 5}]"#),
+        ProblemKind::WrongType { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a", "labels": [1]}]"#),
+        ProblemKind::WrongType { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a", "labels": " , "}]"#),
+        ProblemKind::Empty { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a", "nodes": []}]"#),
+        ProblemKind::Empty { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a", "node": ""}]"#),
+        ProblemKind::Empty { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a", "template": ""}]"#),
+        ProblemKind::Empty { .. }
+    ));
     assert_eq!(
         only_kind(r#"[{"name": "a", "vmid_start": 99}]"#),
         ProblemKind::OutOfRange {
@@ -269,13 +322,34 @@ fn each_validation_error() {
             max: 999_999_999
         }
     );
-    assert!(matches!(only_kind(r#"[{"name": "a", "vmid_end": -1}]"#), ProblemKind::NotAnInteger { .. }));
-    assert!(matches!(only_kind(r#"[{"name": "a", "max_runners": 1.5}]"#), ProblemKind::NotAnInteger { .. }));
-    assert!(matches!(only_kind(r#"[{"name": "a", "runner_group_id": 0}]"#), ProblemKind::OutOfRange { .. }));
-    assert!(matches!(only_kind(r#"[{"name": "a", "full_clone": "maybe"}]"#), ProblemKind::BadChoice { .. }));
-    assert!(matches!(only_kind(r#"[{"name": "a", "os": "bsd"}]"#), ProblemKind::BadChoice { .. }));
-    assert!(matches!(only_kind(r#"[{"name": "a", "boot_timeout": "5y"}]"#), ProblemKind::BadDuration { .. }));
-    assert!(matches!(only_kind(r#"[{"name": "a", "boot_timeout": [1]}]"#), ProblemKind::BadDuration { .. }));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a", "vmid_end": -1}]"#),
+        ProblemKind::NotAnInteger { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a", "max_runners": 1.5}]"#),
+        ProblemKind::NotAnInteger { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a", "runner_group_id": 0}]"#),
+        ProblemKind::OutOfRange { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a", "full_clone": "maybe"}]"#),
+        ProblemKind::BadChoice { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a", "os": "bsd"}]"#),
+        ProblemKind::BadChoice { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a", "boot_timeout": "5y"}]"#),
+        ProblemKind::BadDuration { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a", "boot_timeout": [1]}]"#),
+        ProblemKind::BadDuration { .. }
+    ));
     assert_eq!(
         only_kind(r#"[{"name": "a", "boot_timeout": "2h", "max_lifetime": "1h"}]"#),
         ProblemKind::BootTimeoutNotBelowLifetime {
@@ -283,10 +357,19 @@ fn each_validation_error() {
             lifetime_secs: 3600
         }
     );
-    assert!(matches!(only_kind(r#"[{"name": "a", "runner_name_prefix": ""}]"#), ProblemKind::InvalidPrefix { .. }));
-    assert!(matches!(only_kind(r#"[{"name": "a", "runner_name_prefix": "-x"}]"#), ProblemKind::InvalidPrefix { .. }));
     assert!(matches!(
-        only_kind(&format!(r#"[{{"name": "a", "runner_name_prefix": "{}"}}]"#, "a".repeat(40))),
+        only_kind(r#"[{"name": "a", "runner_name_prefix": ""}]"#),
+        ProblemKind::InvalidPrefix { .. }
+    ));
+    assert!(matches!(
+        only_kind(r#"[{"name": "a", "runner_name_prefix": "-x"}]"#),
+        ProblemKind::InvalidPrefix { .. }
+    ));
+    assert!(matches!(
+        only_kind(&format!(
+            r#"[{{"name": "a", "runner_name_prefix": "{}"}}]"#,
+            "a".repeat(40)
+        )),
         ProblemKind::InvalidPrefix { .. }
     ));
     assert_eq!(
@@ -342,6 +425,10 @@ fn lenient_value_forms() {
     let p = &c.pools()[0];
     assert_eq!((p.vmid_start, p.vmid_end, p.max_runners), (200, 210, 3));
     assert!(p.full_clone);
-    assert_eq!(p.labels, ["Linux", "x64", "arm64"], "case-insensitive duplicates dropped");
+    assert_eq!(
+        p.labels,
+        ["Linux", "x64", "arm64"],
+        "case-insensitive duplicates dropped"
+    );
     assert_eq!(p.match_labels(), ["linux", "x64", "arm64"]);
 }

@@ -55,10 +55,22 @@ fn matching_table() {
         (&["windows-2022", "ubuntu-22.04"], MatchResult::NotOurs),
         (&[], MatchResult::NotOurs),
         // a custom label without self-hosted that no pool has: nearest pool + missing labels (job spelling)
-        (&["self-hosted", "linux", "ARM64"], no_pool("linux", &["ARM64"])),
-        (&["self-hosted", "windows", "gpu"], no_pool("gpu", &["windows"])),
-        (&["big-box", "Huge", "big-box"], no_pool("linux", &["big-box", "Huge"])),
-        (&["ubuntu-latest", "gpu", "cuda"], no_pool("gpu", &["ubuntu-latest", "cuda"])),
+        (
+            &["self-hosted", "linux", "ARM64"],
+            no_pool("linux", &["ARM64"]),
+        ),
+        (
+            &["self-hosted", "windows", "gpu"],
+            no_pool("gpu", &["windows"]),
+        ),
+        (
+            &["big-box", "Huge", "big-box"],
+            no_pool("linux", &["big-box", "Huge"]),
+        ),
+        (
+            &["ubuntu-latest", "gpu", "cuda"],
+            no_pool("gpu", &["ubuntu-latest", "cuda"]),
+        ),
     ];
     for (labels, want) in table {
         assert_eq!(match_job(&c, labels), want, "{labels:?}");
@@ -67,7 +79,14 @@ fn matching_table() {
 
 #[test]
 fn hosted_label_list() {
-    for l in ["ubuntu-latest", "ubuntu-22.04", "ubuntu-24.04-arm", "windows-2025", "macos-latest", "MACOS-15"] {
+    for l in [
+        "ubuntu-latest",
+        "ubuntu-22.04",
+        "ubuntu-24.04-arm",
+        "windows-2025",
+        "macos-latest",
+        "MACOS-15",
+    ] {
         assert!(is_github_hosted_label(l), "{l}");
     }
     for l in ["self-hosted", "linux", "ubuntu", "windows", "macos", "gpu"] {

@@ -10,7 +10,12 @@ use pool_scheduler::{
     Power, RunnerIndex, StaleReason, UnmatchedReason, VmContext, classify, ownership, plan,
 };
 
-fn phase_of(c: &Config, vm: &ObservedVm, runners: &[pool_scheduler::RunnerReg], ctx: VmContext) -> Phase {
+fn phase_of(
+    c: &Config,
+    vm: &ObservedVm,
+    runners: &[pool_scheduler::RunnerReg],
+    ctx: VmContext,
+) -> Phase {
     let owned = ownership(c, vm).expect("owned");
     let idx = RunnerIndex::new(runners);
     classify(vm, &owned, &c.pools()[owned.pool], &idx, ctx, NOW)
@@ -24,7 +29,10 @@ fn ownership_needs_all_three_marks() {
     let small = &c.pools()[0];
     let base = our_vm(small, 201, NOW - 10, true, Power::Running);
     let o = ownership(&c, &base).unwrap();
-    assert_eq!((o.pool, o.deletable, o.created_unix), (0, true, Some(NOW - 10)));
+    assert_eq!(
+        (o.pool, o.deletable, o.created_unix),
+        (0, true, Some(NOW - 10))
+    );
 
     // no mark
     let mut vm = base.clone();
@@ -101,7 +109,11 @@ fn foreign_vms_survive_every_cleanup_path() {
     let old = NOW - 100_000;
     let mut vms = Vec::new();
     // inside the range, with the prefix, no mark — stopped, running, not ready: all look "stale"
-    for (vmid, power) in [(200, Power::Stopped), (201, Power::Running), (202, Power::Unknown)] {
+    for (vmid, power) in [
+        (200, Power::Stopped),
+        (201, Power::Running),
+        (202, Power::Unknown),
+    ] {
         let mut vm = our_vm(small, vmid, old, false, power);
         vm.tags = vec![];
         vms.push(vm);
@@ -124,7 +136,10 @@ fn foreign_vms_survive_every_cleanup_path() {
     let p = plan(&c, &observed, NOW);
     assert!(p.deletes.is_empty(), "{:?}", p.deletes);
     assert!(p.deregister.is_empty());
-    assert_eq!(p.pools[0].stopped + p.pools[0].stale + p.pools[0].creating, 0);
+    assert_eq!(
+        p.pools[0].stopped + p.pools[0].stale + p.pools[0].creating,
+        0
+    );
 }
 
 // ---- classify: every phase and stale reason ------------------------------------------------------------------
@@ -153,12 +168,21 @@ fn classify_phases() {
 
     // Booting: ready, registration offline (JIT) or not there yet (registration token)
     let vm = our_vm(p, 201, young, true, Power::Running);
-    assert_eq!(phase_of(&c, &vm, &[reg(1, &name(201), false, false)], none), Phase::Booting);
+    assert_eq!(
+        phase_of(&c, &vm, &[reg(1, &name(201), false, false)], none),
+        Phase::Booting
+    );
     assert_eq!(phase_of(&c, &vm, &[], none), Phase::Booting);
 
     // Idle / Busy
-    assert_eq!(phase_of(&c, &vm, &[reg(1, &name(201), true, false)], none), Phase::Idle);
-    assert_eq!(phase_of(&c, &vm, &[reg(1, &name(201), true, true)], none), Phase::Busy);
+    assert_eq!(
+        phase_of(&c, &vm, &[reg(1, &name(201), true, false)], none),
+        Phase::Idle
+    );
+    assert_eq!(
+        phase_of(&c, &vm, &[reg(1, &name(201), true, true)], none),
+        Phase::Busy
+    );
 
     // Stopped only when confirmed
     let vm = our_vm(p, 201, young, true, Power::Stopped);
@@ -188,10 +212,16 @@ fn classify_stale_reasons() {
     let mut vm = our_vm(p, 201, t, false, Power::Stopped);
     vm.power_confirmed = false;
     vm.lock = Some("clone".into());
-    assert_eq!(phase_of(&c, &vm, &[], none), Phase::Stale(StaleReason::BootTimeout));
+    assert_eq!(
+        phase_of(&c, &vm, &[], none),
+        Phase::Stale(StaleReason::BootTimeout)
+    );
     let vm = our_vm(p, 201, t, true, Power::Running);
     let offline = reg(1, &p.runner_name(201, t), false, false);
-    assert_eq!(phase_of(&c, &vm, &[offline], none), Phase::Stale(StaleReason::BootTimeout));
+    assert_eq!(
+        phase_of(&c, &vm, &[offline], none),
+        Phase::Stale(StaleReason::BootTimeout)
+    );
     let younger = our_vm(p, 201, t + 1, true, Power::Running);
     let offline = reg(1, &p.runner_name(201, t + 1), false, false);
     assert_eq!(phase_of(&c, &younger, &[offline], none), Phase::Booting);
@@ -204,21 +234,35 @@ fn classify_stale_reasons() {
         phase_of(&c, &vm, &[reg(1, &n, true, false)], none),
         Phase::Stale(StaleReason::MaxLifetime)
     );
-    assert_eq!(phase_of(&c, &vm, &[reg(1, &n, true, true)], none), Phase::Busy);
+    assert_eq!(
+        phase_of(&c, &vm, &[reg(1, &n, true, true)], none),
+        Phase::Busy
+    );
     let mut stopped_but_busy = our_vm(p, 201, t, true, Power::Stopped);
     stopped_but_busy.power_confirmed = true;
-    assert_eq!(phase_of(&c, &stopped_but_busy, &[reg(1, &n, false, true)], none), Phase::Busy);
+    assert_eq!(
+        phase_of(&c, &stopped_but_busy, &[reg(1, &n, false, true)], none),
+        Phase::Busy
+    );
 
     // RunnerVanished: ready, no registration, past boot_timeout — or the hint is old enough
     let vm = our_vm(p, 201, NOW - boot, true, Power::Running);
-    assert_eq!(phase_of(&c, &vm, &[], none), Phase::Stale(StaleReason::RunnerVanished));
+    assert_eq!(
+        phase_of(&c, &vm, &[], none),
+        Phase::Stale(StaleReason::RunnerVanished)
+    );
     let vm = our_vm(p, 201, NOW - 200, true, Power::Running);
     let hint = |since| VmContext {
         in_flight: None,
         vanished_since: Some(since),
     };
     assert_eq!(
-        phase_of(&c, &vm, &[], hint(NOW - pool_scheduler::VANISHED_GRACE_SECS)),
+        phase_of(
+            &c,
+            &vm,
+            &[],
+            hint(NOW - pool_scheduler::VANISHED_GRACE_SECS)
+        ),
         Phase::Stale(StaleReason::RunnerVanished)
     );
     assert_eq!(phase_of(&c, &vm, &[], hint(NOW - 10)), Phase::Booting);
@@ -226,13 +270,19 @@ fn classify_stale_reasons() {
     // HalfMade: not ready, not locked, not in flight, older than the grace
     let g = pool_scheduler::HALF_MADE_GRACE_SECS;
     let vm = our_vm(p, 201, NOW - g, false, Power::Running);
-    assert_eq!(phase_of(&c, &vm, &[], none), Phase::Stale(StaleReason::HalfMade));
+    assert_eq!(
+        phase_of(&c, &vm, &[], none),
+        Phase::Stale(StaleReason::HalfMade)
+    );
     let vm = our_vm(p, 201, NOW - g + 1, false, Power::Running);
     assert_eq!(phase_of(&c, &vm, &[], none), Phase::Creating);
     // … but an online runner on it is used, not killed
     let n = p.runner_name(201, NOW - g);
     let vm = our_vm(p, 201, NOW - g, false, Power::Running);
-    assert_eq!(phase_of(&c, &vm, &[reg(1, &n, true, false)], none), Phase::Idle);
+    assert_eq!(
+        phase_of(&c, &vm, &[reg(1, &n, true, false)], none),
+        Phase::Idle
+    );
 }
 
 #[test]
@@ -241,15 +291,24 @@ fn age_falls_back_to_marker_then_uptime() {
     let p = &c.pools()[0];
     let mut vm = our_vm(p, 201, NOW, false, Power::Running);
     vm.name = Some("small-201".into()); // prefixed but not a runner name: age unknown from the name
-    assert_eq!(phase_of(&c, &vm, &[], VmContext::default()), Phase::Creating);
+    assert_eq!(
+        phase_of(&c, &vm, &[], VmContext::default()),
+        Phase::Creating
+    );
     vm.uptime_secs = Some(10_000);
-    assert_eq!(phase_of(&c, &vm, &[], VmContext::default()), Phase::Stale(StaleReason::HalfMade));
+    assert_eq!(
+        phase_of(&c, &vm, &[], VmContext::default()),
+        Phase::Stale(StaleReason::HalfMade)
+    );
     vm.marker = Some(pool_scheduler::Marker {
         pool: "small".into(),
         runner: "small-201".into(),
         created: NOW - 5,
     });
-    assert_eq!(phase_of(&c, &vm, &[], VmContext::default()), Phase::Creating);
+    assert_eq!(
+        phase_of(&c, &vm, &[], VmContext::default()),
+        Phase::Creating
+    );
 }
 
 // ---- plan ----------------------------------------------------------------------------------------------------
@@ -286,15 +345,29 @@ fn plan_deletes_stopped_and_stale_and_starts_for_demand() {
     let c = two_pools();
     let p = plan(&c, &busy_world(&c), NOW);
     let dels: Vec<(u32, DeleteReason)> = p.deletes.iter().map(|d| (d.vmid, d.reason)).collect();
-    assert_eq!(dels, [(200, DeleteReason::Stopped), (201, DeleteReason::HalfMade)]);
-    assert_eq!(p.deletes[0].name, c.pools()[0].runner_name(200, NOW - 10_000));
+    assert_eq!(
+        dels,
+        [(200, DeleteReason::Stopped), (201, DeleteReason::HalfMade)]
+    );
+    assert_eq!(
+        p.deletes[0].name,
+        c.pools()[0].runner_name(200, NOW - 10_000)
+    );
     assert_eq!(p.deregister.len(), 1);
     assert_eq!(p.deregister[0].runner_id, 9);
-    let starts: Vec<(&str, u32, Option<u64>)> =
-        p.starts.iter().map(|s| (s.pool.as_str(), s.vmid, s.for_job)).collect();
+    let starts: Vec<(&str, u32, Option<u64>)> = p
+        .starts
+        .iter()
+        .map(|s| (s.pool.as_str(), s.vmid, s.for_job))
+        .collect();
     assert_eq!(
         starts,
-        [("small", 202, Some(1)), ("small", 203, Some(2)), ("big", 300, Some(3)), ("big", 301, Some(4))]
+        [
+            ("small", 202, Some(1)),
+            ("small", 203, Some(2)),
+            ("big", 300, Some(3)),
+            ("big", 301, Some(4))
+        ]
     );
     let s = &p.starts[0];
     assert_eq!(s.node, "pve1");
@@ -387,9 +460,15 @@ fn caps_count_every_non_stopped_vm_and_min_idle_fills_a_warm_pool() {
         ..Observed::default()
     };
     let p = plan(&c, &observed, NOW);
-    let starts: Vec<(&str, u32, Option<u64>)> =
-        p.starts.iter().map(|s| (s.pool.as_str(), s.vmid, s.for_job)).collect();
-    assert_eq!(starts, [("a", 201, None), ("a", 202, None), ("b", 300, None)]);
+    let starts: Vec<(&str, u32, Option<u64>)> = p
+        .starts
+        .iter()
+        .map(|s| (s.pool.as_str(), s.vmid, s.for_job))
+        .collect();
+    assert_eq!(
+        starts,
+        [("a", 201, None), ("a", 202, None), ("b", 300, None)]
+    );
 
     // three queued jobs for a: wants 3, pool cap leaves 2
     let mut obs = observed.clone();
@@ -473,10 +552,26 @@ fn nodes_are_spread_fewest_vms_then_most_free_memory() {
     let observed = Observed {
         vms: vec![vm1, vm2, stopped],
         nodes: vec![
-            NodeInfo { name: "n1".into(), online: true, mem_free: 100 },
-            NodeInfo { name: "n2".into(), online: true, mem_free: 10 },
-            NodeInfo { name: "n3".into(), online: true, mem_free: 50 },
-            NodeInfo { name: "n4".into(), online: false, mem_free: 1000 },
+            NodeInfo {
+                name: "n1".into(),
+                online: true,
+                mem_free: 100,
+            },
+            NodeInfo {
+                name: "n2".into(),
+                online: true,
+                mem_free: 10,
+            },
+            NodeInfo {
+                name: "n3".into(),
+                online: true,
+                mem_free: 50,
+            },
+            NodeInfo {
+                name: "n4".into(),
+                online: false,
+                mem_free: 1000,
+            },
         ],
         jobs: (1..=7).map(|i| job(i, &["linux"], NOW)).collect(),
         ..Observed::default()
@@ -513,7 +608,7 @@ fn deregistration_rules() {
             reg(3, &small.runner_name(202, fresh), false, false), // within the grace
             reg(4, &small.runner_name(203, old), true, true),   // busy
             reg(5, &small.runner_name(204, old), false, false), // in flight
-            reg(6, "laptop-runner", false, false),               // not ours
+            reg(6, "laptop-runner", false, false),              // not ours
             reg(7, &small.runner_name(250, old), false, false), // VMID outside the range
             reg(8, &small.runner_name(206, old), false, false), // a nameless VM holds its VMID
             reg(9, &c.pools()[1].runner_name(305, old), true, false), // other pool, no VM → removed
@@ -560,7 +655,8 @@ fn unmatched_jobs_are_explained() {
 fn plan_is_deterministic_under_input_order() {
     let c = two_pools();
     let mut a = busy_world(&c);
-    a.jobs.extend((10..40).map(|i| job(i, &["linux"], NOW - (i % 7))));
+    a.jobs
+        .extend((10..40).map(|i| job(i, &["linux"], NOW - (i % 7))));
     let mut b = a.clone();
     b.vms.reverse();
     b.jobs.reverse();
