@@ -63,8 +63,8 @@ fi
 
 # Best effort: cloud-init keeps copies of the user-data (which held the token) under /var/lib/cloud;
 # they were consumed already, so empty them before a job can run.
-for copy in /var/lib/cloud/instance/user-data.txt /var/lib/cloud/instance/user-data.txt.i \
-            /var/lib/cloud/instance/cloud-config.txt; do
+instance_dir="${CLOUD_INIT_INSTANCE_DIR:-/var/lib/cloud/instance}"
+for copy in "$instance_dir/user-data.txt" "$instance_dir/user-data.txt.i" "$instance_dir/cloud-config.txt"; do
     if [ -f "$copy" ] && [ -w "$copy" ]; then
         : > "$copy"
     fi
