@@ -739,19 +739,30 @@ mod tests {
         .unwrap();
         let now = SystemTime::now();
         let secs = |h: &HeaderMap| {
-            let (until, _) = c.rate_limit_verdict(403, h, "You have exceeded a secondary rate limit").unwrap();
+            let (until, _) = c
+                .rate_limit_verdict(403, h, "You have exceeded a secondary rate limit")
+                .unwrap();
             until.duration_since(now).unwrap().as_secs()
         };
         let empty = HeaderMap::new();
         let waits: Vec<u64> = (0..7).map(|_| secs(&empty)).collect();
         assert!(waits[0] >= 60 && waits[0] <= 61, "{waits:?}");
-        assert!(waits[1] >= 120 && waits[2] >= 240 && waits[3] >= 480, "{waits:?}");
-        assert!(waits[6] <= SECONDARY_LIMIT_MAX_BACKOFF.as_secs() + 1, "{waits:?}");
+        assert!(
+            waits[1] >= 120 && waits[2] >= 240 && waits[3] >= 480,
+            "{waits:?}"
+        );
+        assert!(
+            waits[6] <= SECONDARY_LIMIT_MAX_BACKOFF.as_secs() + 1,
+            "{waits:?}"
+        );
         // A success resets the strikes (done in execute); a 429 without headers is a secondary limit too.
         c.secondary_strikes.store(0, Ordering::Relaxed);
         let (until, _) = c.rate_limit_verdict(429, &empty, "").unwrap();
         assert!(until.duration_since(now).unwrap().as_secs() >= 60);
-        assert!(c.rate_limit_verdict(403, &empty, "Must have admin rights").is_none());
+        assert!(
+            c.rate_limit_verdict(403, &empty, "Must have admin rights")
+                .is_none()
+        );
         assert!(c.rate_limit_verdict(404, &empty, "rate limit").is_none());
     }
 

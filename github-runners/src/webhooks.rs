@@ -217,7 +217,9 @@ fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 
 fn lenient_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Option::<serde_json::Number>::deserialize(d)?.map(number_to_u64).transpose()
+    Option::<serde_json::Number>::deserialize(d)?
+        .map(number_to_u64)
+        .transpose()
 }
 
 fn number_to_u64<E: serde::de::Error>(n: serde_json::Number) -> Result<u64, E> {

@@ -33,7 +33,9 @@ fn tlv(der: &[u8], i: usize) -> (u8, usize, usize) {
         return (tag, i + 2, first);
     }
     let n = first & 0x7f;
-    let len = der[i + 2..i + 2 + n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+    let len = der[i + 2..i + 2 + n]
+        .iter()
+        .fold(0usize, |acc, b| (acc << 8) | *b as usize);
     (tag, i + 2 + n, len)
 }
 
@@ -60,14 +62,21 @@ fn test_key() -> TestKey {
 }
 
 fn app_auth(pem: &str) -> Auth {
-    Auth::App { app_id: APP_ID.into(), installation_id: INSTALLATION, private_key_pem: SecretString::from(pem.to_owned()) }
+    Auth::App {
+        app_id: APP_ID.into(),
+        installation_id: INSTALLATION,
+        private_key_pem: SecretString::from(pem.to_owned()),
+    }
 }
 
 fn token_response(expires_in_secs: i64, token: &str) -> ResponseTemplate {
     let mut body = example("installation-token");
     body["token"] = token.into();
     let exp = time::OffsetDateTime::from_unix_timestamp(now_unix() + expires_in_secs).unwrap();
-    body["expires_at"] = exp.format(&time::format_description::well_known::Rfc3339).unwrap().into();
+    body["expires_at"] = exp
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .into();
     ResponseTemplate::new(201).set_body_json(body)
 }
 
@@ -93,14 +102,20 @@ async fn jwt_is_rs256_with_backdated_iat_and_short_exp_and_token_is_cached() {
     let key = test_key();
     let h = Harness::start().await;
     Mock::given(method("POST"))
-        .and(path(format!("/app/installations/{INSTALLATION}/access_tokens")))
+        .and(path(format!(
+            "/app/installations/{INSTALLATION}/access_tokens"
+        )))
         .respond_with(token_response(3600, INST_TOKEN))
         .expect(1)
         .mount(&h.server)
         .await;
     mount_runners(&h, INST_TOKEN, 3).await;
 
-    let c = GitHubClient::new(h.config(Scope::repo("octo-org", "octo-repo"), app_auth(&key.pkcs1_pem))).unwrap();
+    let c = GitHubClient::new(h.config(
+        Scope::repo("octo-org", "octo-repo"),
+        app_auth(&key.pkcs1_pem),
+    ))
+    .unwrap();
     let before = now_unix();
     for _ in 0..3 {
         assert_eq!(c.list_runners().await.unwrap().len(), 2);
@@ -108,9 +123,17 @@ async fn jwt_is_rs256_with_backdated_iat_and_short_exp_and_token_is_cached() {
     let after = now_unix();
 
     let reqs = h.server.received_requests().await.unwrap();
-    let token_req = reqs.iter().find(|r| r.url.path().ends_with("/access_tokens")).unwrap();
+    let token_req = reqs
+        .iter()
+        .find(|r| r.url.path().ends_with("/access_tokens"))
+        .unwrap();
     assert!(token_req.body.is_empty());
-    let auth = token_req.headers.get("authorization").unwrap().to_str().unwrap();
+    let auth = token_req
+        .headers
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap();
     let jwt = auth.strip_prefix("Bearer ").unwrap();
 
     let hdr = jsonwebtoken::decode_header(jwt).unwrap();
@@ -119,16 +142,28 @@ async fn jwt_is_rs256_with_backdated_iat_and_short_exp_and_token_is_cached() {
     let mut v = Validation::new(Algorithm::RS256);
     v.set_issuer(&[APP_ID]);
     v.set_required_spec_claims(&["iat", "exp", "iss"]);
-    let data = jsonwebtoken::decode::<Claims>(jwt, &DecodingKey::from_rsa_der(&key.public_pkcs1_der), &v).unwrap();
+    let data =
+        jsonwebtoken::decode::<Claims>(jwt, &DecodingKey::from_rsa_der(&key.public_pkcs1_der), &v)
+            .unwrap();
     let c2 = data.claims;
     assert_eq!(c2.iss, APP_ID);
     assert!(c2.iat >= before - 61 && c2.iat <= after - 59, "iat {c2:?}");
-    assert!(c2.exp <= after + 9 * 60 && c2.exp > before + 8 * 60, "exp {c2:?}");
+    assert!(
+        c2.exp <= after + 9 * 60 && c2.exp > before + 8 * 60,
+        "exp {c2:?}"
+    );
     assert!(c2.exp - c2.iat <= 10 * 60);
 
     // A different key does not verify it.
     let other = test_key();
-    assert!(jsonwebtoken::decode::<Claims>(jwt, &DecodingKey::from_rsa_der(&other.public_pkcs1_der), &v).is_err());
+    assert!(
+        jsonwebtoken::decode::<Claims>(
+            jwt,
+            &DecodingKey::from_rsa_der(&other.public_pkcs1_der),
+            &v
+        )
+        .is_err()
+    );
     assert_eq!(h.finish().await, 4);
 }
 
@@ -138,13 +173,19 @@ async fn installation_token_is_refreshed_near_expiry() {
     let h = Harness::start().await;
     // Expires in 4 minutes: inside the 5-minute margin, so every call mints a new one.
     Mock::given(method("POST"))
-        .and(path(format!("/app/installations/{INSTALLATION}/access_tokens")))
+        .and(path(format!(
+            "/app/installations/{INSTALLATION}/access_tokens"
+        )))
         .respond_with(token_response(4 * 60, INST_TOKEN))
         .expect(2)
         .mount(&h.server)
         .await;
     mount_runners(&h, INST_TOKEN, 2).await;
-    let c = GitHubClient::new(h.config(Scope::repo("octo-org", "octo-repo"), app_auth(&key.pkcs8_pem))).unwrap();
+    let c = GitHubClient::new(h.config(
+        Scope::repo("octo-org", "octo-repo"),
+        app_auth(&key.pkcs8_pem),
+    ))
+    .unwrap();
     c.list_runners().await.unwrap();
     c.list_runners().await.unwrap();
     assert_eq!(h.finish().await, 4);
@@ -156,23 +197,34 @@ async fn unauthorized_drops_the_cached_installation_token() {
     let h = Harness::start().await;
     let long = "ghs_".to_owned() + &"A".repeat(120); // stateless tokens are longer than 40 chars
     Mock::given(method("POST"))
-        .and(path(format!("/app/installations/{INSTALLATION}/access_tokens")))
+        .and(path(format!(
+            "/app/installations/{INSTALLATION}/access_tokens"
+        )))
         .respond_with(token_response(3600, &long))
         .expect(2)
         .mount(&h.server)
         .await;
     Mock::given(method("GET"))
         .and(path("/repos/octo-org/octo-repo/actions/runners"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"})))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"})),
+        )
         .up_to_n_times(1)
         .with_priority(1)
         .expect(1)
         .mount(&h.server)
         .await;
     mount_runners(&h, &long, 1).await;
-    let c = GitHubClient::new(h.config(Scope::repo("octo-org", "octo-repo"), app_auth(&key.pkcs8_pem))).unwrap();
+    let c = GitHubClient::new(h.config(
+        Scope::repo("octo-org", "octo-repo"),
+        app_auth(&key.pkcs8_pem),
+    ))
+    .unwrap();
     let err = c.list_runners().await.unwrap_err();
-    assert!(matches!(&err, Error::Auth(m) if m.contains("Bad credentials")), "{err}");
+    assert!(
+        matches!(&err, Error::Auth(m) if m.contains("Bad credentials")),
+        "{err}"
+    );
     c.list_runners().await.unwrap();
     assert_eq!(h.finish().await, 4);
 }
@@ -186,7 +238,9 @@ async fn app_config_from_env_lookup_works_end_to_end() {
     std::fs::write(&key_path, &key.pkcs1_pem).unwrap();
     let h = Harness::start().await;
     Mock::given(method("POST"))
-        .and(path(format!("/app/installations/{INSTALLATION}/access_tokens")))
+        .and(path(format!(
+            "/app/installations/{INSTALLATION}/access_tokens"
+        )))
         .respond_with(token_response(3600, INST_TOKEN))
         .expect(1)
         .mount(&h.server)
@@ -222,7 +276,10 @@ async fn invalid_key_fails_at_construction_without_echoing_it() {
     let err = GitHubClient::new(h.config(Scope::repo("o", "r"), app_auth(bogus))).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Auth(_)), "{msg}");
-    assert!(msg.contains(APP_ID) && !msg.contains("Tm90QUtleVNFQ1JFVE1BVEVSSUFM"), "{msg}");
+    assert!(
+        msg.contains(APP_ID) && !msg.contains("Tm90QUtleVNFQ1JFVE1BVEVSSUFM"),
+        "{msg}"
+    );
     assert_eq!(h.finish().await, 0);
 }
 
@@ -233,7 +290,9 @@ async fn personal_access_token_is_sent_as_bearer_and_401_is_auth_error() {
         .and(path("/repos/octo-org/octo-repo/actions/runners/23"))
         .and(header("authorization", format!("Bearer {}", common::TOKEN)))
         .and(header("user-agent", "github-runners-tests"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"})))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"})),
+        )
         .expect(1)
         .mount(&h.server)
         .await;

@@ -17,13 +17,25 @@ struct Hits(Mutex<Vec<(String, bool)>>);
 
 impl RequestObserver for Hits {
     fn on_request(&self, ev: &RequestEvent) {
-        self.0.lock().unwrap().push((ev.endpoint.to_owned(), ev.conditional_hit));
+        self.0
+            .lock()
+            .unwrap()
+            .push((ev.endpoint.to_owned(), ev.conditional_hit));
     }
 }
 
 /// Mounts a GET that answers 200 + ETag without `If-None-Match` and 304 with it.
-async fn mount_conditional(h: &Harness, p: &str, status: Option<&str>, etag: &str, body: serde_json::Value, hits: u64) {
-    let mut cond = Mock::given(method("GET")).and(path(p)).and(header("if-none-match", etag));
+async fn mount_conditional(
+    h: &Harness,
+    p: &str,
+    status: Option<&str>,
+    etag: &str,
+    body: serde_json::Value,
+    hits: u64,
+) {
+    let mut cond = Mock::given(method("GET"))
+        .and(path(p))
+        .and(header("if-none-match", etag));
     let mut plain = Mock::given(method("GET")).and(path(p));
     if let Some(s) = status {
         cond = cond.and(query_param("status", s));
@@ -35,7 +47,11 @@ async fn mount_conditional(h: &Harness, p: &str, status: Option<&str>, etag: &st
         .mount(&h.server)
         .await;
     plain
-        .respond_with(ResponseTemplate::new(200).insert_header("etag", etag).set_body_json(body))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("etag", etag)
+                .set_body_json(body),
+        )
         .with_priority(2)
         .expect(1)
         .mount(&h.server)
@@ -45,7 +61,15 @@ async fn mount_conditional(h: &Harness, p: &str, status: Option<&str>, etag: &st
 #[tokio::test]
 async fn second_poll_is_conditional_and_free() {
     let h = Harness::start().await;
-    mount_conditional(&h, RUNNERS, None, "\"5f1e2d3c\"", example("runner-paginated"), 1).await;
+    mount_conditional(
+        &h,
+        RUNNERS,
+        None,
+        "\"5f1e2d3c\"",
+        example("runner-paginated"),
+        1,
+    )
+    .await;
     let hits = Arc::new(Hits::default());
     let c = h.client().with_observer(hits.clone());
     let first = c.list_runners().await.unwrap();
@@ -54,13 +78,22 @@ async fn second_poll_is_conditional_and_free() {
     assert_eq!(first, second);
     assert_eq!(second.len(), 2);
     let s = c.stats();
-    assert_eq!((s.requests, s.budgeted_requests, s.conditional_hits), (2, 1, 1));
+    assert_eq!(
+        (s.requests, s.budgeted_requests, s.conditional_hits),
+        (2, 1, 1)
+    );
     let evs = hits.0.lock().unwrap().clone();
-    assert_eq!(evs, [(RUNNERS_T.to_owned(), false), (RUNNERS_T.to_owned(), true)]);
+    assert_eq!(
+        evs,
+        [(RUNNERS_T.to_owned(), false), (RUNNERS_T.to_owned(), true)]
+    );
     // The second request carried If-None-Match.
     let reqs = h.server.received_requests().await.unwrap();
     assert!(reqs[0].headers.get("if-none-match").is_none());
-    assert_eq!(reqs[1].headers.get("if-none-match").unwrap(), "\"5f1e2d3c\"");
+    assert_eq!(
+        reqs[1].headers.get("if-none-match").unwrap(),
+        "\"5f1e2d3c\""
+    );
     assert_eq!(h.finish().await, 2);
 }
 
@@ -71,7 +104,11 @@ async fn changed_resource_replaces_the_cached_body() {
     let h = Harness::start().await;
     Mock::given(method("GET"))
         .and(path(RUNNERS))
-        .respond_with(ResponseTemplate::new(200).insert_header("etag", "W/\"v1\"").set_body_json(example("runner-paginated")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("etag", "W/\"v1\"")
+                .set_body_json(example("runner-paginated")),
+        )
         .up_to_n_times(1)
         .with_priority(3)
         .expect(1)
@@ -82,7 +119,11 @@ async fn changed_resource_replaces_the_cached_body() {
     Mock::given(method("GET"))
         .and(path(RUNNERS))
         .and(header("if-none-match", "W/\"v1\""))
-        .respond_with(ResponseTemplate::new(200).insert_header("etag", "W/\"v2\"").set_body_json(v2))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("etag", "W/\"v2\"")
+                .set_body_json(v2),
+        )
         .with_priority(1)
         .expect(1)
         .mount(&h.server)
@@ -109,8 +150,24 @@ async fn changed_resource_replaces_the_cached_body() {
 async fn idle_poll_costs_zero_budgeted_requests() {
     const POLLS: u64 = 5;
     let h = Harness::start().await;
-    mount_conditional(&h, RUNS, Some("queued"), "\"q0\"", runs_page(&[]), POLLS - 1).await;
-    mount_conditional(&h, RUNS, Some("in_progress"), "\"p0\"", runs_page(&[]), POLLS - 1).await;
+    mount_conditional(
+        &h,
+        RUNS,
+        Some("queued"),
+        "\"q0\"",
+        runs_page(&[]),
+        POLLS - 1,
+    )
+    .await;
+    mount_conditional(
+        &h,
+        RUNS,
+        Some("in_progress"),
+        "\"p0\"",
+        runs_page(&[]),
+        POLLS - 1,
+    )
+    .await;
     let mut no_runners = example("runner-paginated");
     no_runners["runners"] = serde_json::json!([]);
     no_runners["total_count"] = 0.into();
@@ -127,7 +184,8 @@ async fn idle_poll_costs_zero_budgeted_requests() {
     }
     let after = c.stats();
     let idle_polls = POLLS - 1;
-    let budgeted_per_poll = (after.budgeted_requests - warm.budgeted_requests) as f64 / idle_polls as f64;
+    let budgeted_per_poll =
+        (after.budgeted_requests - warm.budgeted_requests) as f64 / idle_polls as f64;
     let requests_per_poll = (after.requests - warm.requests) as f64 / idle_polls as f64;
     println!(
         "idle poll (queued_jobs + list_runners, no runs): {requests_per_poll} requests, \
@@ -146,7 +204,9 @@ async fn writes_are_not_conditional() {
     Mock::given(method("POST"))
         .and(path(format!("{RUNNERS}/registration-token")))
         .respond_with(
-            ResponseTemplate::new(201).insert_header("etag", "\"t\"").set_body_json(example("authentication-token")),
+            ResponseTemplate::new(201)
+                .insert_header("etag", "\"t\"")
+                .set_body_json(example("authentication-token")),
         )
         .expect(2)
         .mount(&h.server)
@@ -155,7 +215,10 @@ async fn writes_are_not_conditional() {
     c.registration_token().await.unwrap();
     c.registration_token().await.unwrap();
     let reqs = h.server.received_requests().await.unwrap();
-    assert!(reqs.iter().all(|r| r.headers.get("if-none-match").is_none()));
+    assert!(
+        reqs.iter()
+            .all(|r| r.headers.get("if-none-match").is_none())
+    );
     assert_eq!(c.stats().conditional_hits, 0);
     assert_eq!(h.finish().await, 2);
 }

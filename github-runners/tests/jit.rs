@@ -27,8 +27,14 @@ async fn body_has_all_fields_and_response_decodes() {
         .expect(1)
         .mount(&h.server)
         .await;
-    let mut req = JitRequest::new("ghr-linux-201", vec!["self-hosted".into(), "linux".into(), "x64".into()]);
-    assert_eq!((req.runner_group_id, req.work_folder.as_str()), (1, "_work"));
+    let mut req = JitRequest::new(
+        "ghr-linux-201",
+        vec!["self-hosted".into(), "linux".into(), "x64".into()],
+    );
+    assert_eq!(
+        (req.runner_group_id, req.work_folder.as_str()),
+        (1, "_work")
+    );
     req.runner_group_id = 3;
     let jit = h.client().generate_jit_config(&req).await.unwrap();
     assert_eq!(jit.runner.id, 23);
@@ -36,7 +42,10 @@ async fn body_has_all_fields_and_response_decodes() {
     assert_eq!(jit.runner.status, "offline");
     assert_eq!(jit.encoded_jit_config.expose_secret(), "abc123");
     let dbg = format!("{jit:?}");
-    assert!(dbg.contains("New runner") && !dbg.contains("abc123"), "{dbg}");
+    assert!(
+        dbg.contains("New runner") && !dbg.contains("abc123"),
+        "{dbg}"
+    );
     assert_eq!(h.finish().await, 1);
 }
 
@@ -57,7 +66,10 @@ async fn duplicate_name_409_is_a_distinct_error() {
         .generate_jit_config(&JitRequest::new("ghr-1", vec!["self-hosted".into()]))
         .await
         .unwrap_err();
-    assert!(matches!(&err, Error::JitNameConflict { name } if name == "ghr-1"), "{err}");
+    assert!(
+        matches!(&err, Error::JitNameConflict { name } if name == "ghr-1"),
+        "{err}"
+    );
     assert!(!err.is_retryable());
     assert_eq!(h.finish().await, 1);
 }
@@ -67,12 +79,21 @@ async fn validation_422_is_an_api_error() {
     let h = Harness::start().await;
     Mock::given(method("POST"))
         .and(path(JIT))
-        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "Validation Failed"})))
+        .respond_with(
+            ResponseTemplate::new(422).set_body_json(json!({"message": "Validation Failed"})),
+        )
         .expect(1)
         .mount(&h.server)
         .await;
-    let err = h.client().generate_jit_config(&JitRequest::new("r", vec!["x".into()])).await.unwrap_err();
-    assert!(matches!(&err, Error::Api { status: 422, message, .. } if message == "Validation Failed"), "{err}");
+    let err = h
+        .client()
+        .generate_jit_config(&JitRequest::new("r", vec!["x".into()]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Api { status: 422, message, .. } if message == "Validation Failed"),
+        "{err}"
+    );
     assert_eq!(h.finish().await, 1);
 }
 
@@ -82,12 +103,21 @@ async fn bad_input_is_rejected_before_any_request() {
     let c = h.client();
     for (req, field) in [
         (JitRequest::new("r", vec![]), "labels"),
-        (JitRequest::new("r", (0..101).map(|i| format!("l{i}")).collect()), "labels"),
-        (JitRequest::new("r", vec!["ok".into(), " ".into()]), "labels"),
+        (
+            JitRequest::new("r", (0..101).map(|i| format!("l{i}")).collect()),
+            "labels",
+        ),
+        (
+            JitRequest::new("r", vec!["ok".into(), " ".into()]),
+            "labels",
+        ),
         (JitRequest::new(" ", vec!["ok".into()]), "name"),
     ] {
         let err = c.generate_jit_config(&req).await.unwrap_err();
-        assert!(matches!(&err, Error::InvalidInput { field: f, .. } if *f == field), "{err}");
+        assert!(
+            matches!(&err, Error::InvalidInput { field: f, .. } if *f == field),
+            "{err}"
+        );
         assert!(err.to_string().contains(field), "{err}");
     }
     assert_eq!(h.finish().await, 0);

@@ -104,7 +104,11 @@ async fn pagination_follows_link_across_three_pages() {
             .and(path(RUNS))
             .and(query_param("status", "in_progress"))
             .and(query_param("per_page", "100"));
-        m = if page == 1 { m.and(query_param_is_missing("page")) } else { m.and(query_param("page", page.to_string())) };
+        m = if page == 1 {
+            m.and(query_param_is_missing("page"))
+        } else {
+            m.and(query_param("page", page.to_string()))
+        };
         let mut resp = ResponseTemplate::new(200).set_body_json(runs_page(&[page]));
         if page < 3 {
             resp = resp.insert_header(
@@ -130,12 +134,24 @@ async fn pagination_follows_link_across_three_pages() {
             .and(path(jobs_path.clone()))
             .and(query_param("filter", "latest"))
             .and(query_param("per_page", "100"));
-        m = if page == 1 { m.and(query_param_is_missing("page")) } else { m.and(query_param("page", page.to_string())) };
-        let mut resp = ResponseTemplate::new(200).set_body_json(jobs_page(&[(page * 1000, 1, "queued", &["self-hosted"])]));
+        m = if page == 1 {
+            m.and(query_param_is_missing("page"))
+        } else {
+            m.and(query_param("page", page.to_string()))
+        };
+        let mut resp = ResponseTemplate::new(200).set_body_json(jobs_page(&[(
+            page * 1000,
+            1,
+            "queued",
+            &["self-hosted"],
+        )]));
         if page < 3 {
             resp = resp.insert_header(
                 "link",
-                format!("<{base}{jobs_path}?filter=latest&per_page=100&page={}>; rel=\"next\"", page + 1),
+                format!(
+                    "<{base}{jobs_path}?filter=latest&per_page=100&page={}>; rel=\"next\"",
+                    page + 1
+                ),
             );
         }
         m.respond_with(resp).expect(1).mount(&h.server).await;
@@ -144,7 +160,13 @@ async fn pagination_follows_link_across_three_pages() {
     mount_jobs(&h, 3, jobs_page(&[(3, 3, "completed", &["self-hosted"])])).await;
 
     let client = h.client();
-    let mut ids: Vec<u64> = client.queued_jobs().await.unwrap().iter().map(|j| j.id).collect();
+    let mut ids: Vec<u64> = client
+        .queued_jobs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
     ids.sort_unstable();
     assert_eq!(ids, [2, 1000, 2000, 3000]);
     assert_eq!(client.stats().requests, 9);
@@ -178,7 +200,9 @@ async fn deleted_run_is_skipped_other_errors_propagate() {
     mount_runs(&h, "in_progress", runs_page(&[])).await;
     Mock::given(method("GET"))
         .and(path(format!("{RUNS}/5/jobs")))
-        .respond_with(ResponseTemplate::new(404).set_body_json(serde_json::json!({"message": "Not Found"})))
+        .respond_with(
+            ResponseTemplate::new(404).set_body_json(serde_json::json!({"message": "Not Found"})),
+        )
         .expect(1)
         .mount(&h.server)
         .await;
@@ -190,7 +214,9 @@ async fn deleted_run_is_skipped_other_errors_propagate() {
     Mock::given(method("GET"))
         .and(path(RUNS))
         .and(query_param("status", "in_progress"))
-        .respond_with(ResponseTemplate::new(403).set_body_json(serde_json::json!({"message": "Resource not accessible by personal access token"})))
+        .respond_with(ResponseTemplate::new(403).set_body_json(
+            serde_json::json!({"message": "Resource not accessible by personal access token"}),
+        ))
         .expect(1)
         .mount(&h.server)
         .await;
@@ -203,13 +229,21 @@ async fn deleted_run_is_skipped_other_errors_propagate() {
 #[tokio::test]
 async fn org_scope_polls_the_configured_repositories() {
     let h = Harness::start().await;
-    let err = h.client_for(Scope::org("octo-org")).queued_jobs().await.unwrap_err();
+    let err = h
+        .client_for(Scope::org("octo-org"))
+        .queued_jobs()
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Unsupported(_)), "{err}");
     assert!(err.to_string().contains("octo-org"), "{err}");
 
     for (owner, repo, run) in [("octo-org", "web", 7u64), ("partner", "api", 8)] {
         for status in ["queued", "in_progress"] {
-            let runs = if status == "queued" { runs_page(&[run]) } else { runs_page(&[]) };
+            let runs = if status == "queued" {
+                runs_page(&[run])
+            } else {
+                runs_page(&[])
+            };
             Mock::given(method("GET"))
                 .and(path(format!("/repos/{owner}/{repo}/actions/runs")))
                 .and(query_param("status", status))
@@ -219,17 +253,37 @@ async fn org_scope_polls_the_configured_repositories() {
                 .await;
         }
         Mock::given(method("GET"))
-            .and(path(format!("/repos/{owner}/{repo}/actions/runs/{run}/jobs")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(jobs_page(&[(run * 10, run, "queued", &["self-hosted"])])))
+            .and(path(format!(
+                "/repos/{owner}/{repo}/actions/runs/{run}/jobs"
+            )))
+            .respond_with(ResponseTemplate::new(200).set_body_json(jobs_page(&[(
+                run * 10,
+                run,
+                "queued",
+                &["self-hosted"],
+            )])))
             .expect(1)
             .mount(&h.server)
             .await;
     }
-    let client = h.client_for(Scope::org("octo-org")).with_repositories(["web", "partner/api"]);
-    let mut got: Vec<(String, u64)> =
-        client.queued_jobs().await.unwrap().into_iter().map(|j| (j.repository, j.id)).collect();
+    let client = h
+        .client_for(Scope::org("octo-org"))
+        .with_repositories(["web", "partner/api"]);
+    let mut got: Vec<(String, u64)> = client
+        .queued_jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| (j.repository, j.id))
+        .collect();
     got.sort();
-    assert_eq!(got, [("octo-org/web".to_owned(), 70), ("partner/api".to_owned(), 80)]);
+    assert_eq!(
+        got,
+        [
+            ("octo-org/web".to_owned(), 70),
+            ("partner/api".to_owned(), 80)
+        ]
+    );
     assert_eq!(h.finish().await, 6);
 }
 
@@ -253,8 +307,17 @@ async fn job_by_id_decodes_the_official_example() {
     assert_eq!(job.runner_name.as_deref(), Some("my runner"));
     assert_eq!(job.workflow_name.as_deref(), Some("CI"));
     assert!(job.started_at.is_some() && job.completed_at.is_some());
-    let same = client.job_in("octo-org/octo-repo", 399444496).await.unwrap();
+    let same = client
+        .job_in("octo-org/octo-repo", 399444496)
+        .await
+        .unwrap();
     assert_eq!(same, job);
-    assert!(matches!(client.job_in("a/b/c", 1).await, Err(Error::InvalidInput { field: "repository", .. })));
+    assert!(matches!(
+        client.job_in("a/b/c", 1).await,
+        Err(Error::InvalidInput {
+            field: "repository",
+            ..
+        })
+    ));
     assert_eq!(h.finish().await, 2);
 }

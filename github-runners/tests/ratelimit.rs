@@ -33,7 +33,9 @@ async fn forbidden_with_retry_after_pauses_the_client() {
         .await;
     let c = h.client();
     let err = c.list_runners().await.unwrap_err();
-    let Error::RateLimited { until, reason } = &err else { panic!("{err}") };
+    let Error::RateLimited { until, reason } = &err else {
+        panic!("{err}")
+    };
     assert!((29..=31).contains(&secs_from_now(*until)), "{err}");
     assert!(reason.contains("retry-after"), "{reason}");
     assert!(err.is_retryable());
@@ -56,7 +58,9 @@ async fn too_many_requests_without_headers_backs_off_at_least_a_minute() {
         .mount(&h.server)
         .await;
     let err = h.client().list_runners().await.unwrap_err();
-    let Error::RateLimited { until, .. } = &err else { panic!("{err}") };
+    let Error::RateLimited { until, .. } = &err else {
+        panic!("{err}")
+    };
     assert!(secs_from_now(*until) >= 59, "{err}");
     assert_eq!(h.finish().await, 1);
 }
@@ -81,11 +85,19 @@ async fn forbidden_with_remaining_zero_waits_until_reset() {
         .await;
     let c = h.client();
     let err = c.list_runners().await.unwrap_err();
-    let Error::RateLimited { until, reason } = &err else { panic!("{err}") };
-    assert_eq!(until.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64, reset);
+    let Error::RateLimited { until, reason } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        until.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64,
+        reset
+    );
     assert!(reason.contains("remaining: 0"), "{reason}");
     let snap = c.rate_limit_snapshot().unwrap();
-    assert_eq!((snap.limit, snap.remaining, snap.used, snap.reset as i64), (5000, 0, 5000, reset));
+    assert_eq!(
+        (snap.limit, snap.remaining, snap.used, snap.reset as i64),
+        (5000, 0, 5000, reset)
+    );
     assert_eq!(snap.resource, "core");
     assert_eq!(h.finish().await, 1);
 }
@@ -96,13 +108,16 @@ async fn secondary_limit_without_headers_backs_off_a_minute() {
     Mock::given(method("GET"))
         .and(path(RUNNERS))
         .respond_with(
-            ResponseTemplate::new(403).set_body_json(json!({"message": "You have exceeded a secondary rate limit"})),
+            ResponseTemplate::new(403)
+                .set_body_json(json!({"message": "You have exceeded a secondary rate limit"})),
         )
         .expect(1)
         .mount(&h.server)
         .await;
     let c = h.client();
-    let Error::RateLimited { until, .. } = c.list_runners().await.unwrap_err() else { panic!() };
+    let Error::RateLimited { until, .. } = c.list_runners().await.unwrap_err() else {
+        panic!()
+    };
     let first = secs_from_now(until);
     assert!((59..=61).contains(&first), "{first}");
     // Growth on repeated strikes is covered by the unit test `secondary_backoff_grows` in client.rs.
@@ -114,7 +129,10 @@ async fn plain_forbidden_is_not_a_rate_limit() {
     let h = Harness::start().await;
     Mock::given(method("GET"))
         .and(path(RUNNERS))
-        .respond_with(ResponseTemplate::new(403).set_body_json(json!({"message": "Resource not accessible by integration"})))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .set_body_json(json!({"message": "Resource not accessible by integration"})),
+        )
         .expect(1)
         .mount(&h.server)
         .await;
@@ -155,7 +173,9 @@ async fn persistent_5xx_gives_up_after_max_attempts_and_is_retryable() {
     let h = Harness::start().await;
     Mock::given(method("GET"))
         .and(path(RUNNERS))
-        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"message": "Service Unavailable"})))
+        .respond_with(
+            ResponseTemplate::new(503).set_body_json(json!({"message": "Service Unavailable"})),
+        )
         .expect(3)
         .mount(&h.server)
         .await;
@@ -170,7 +190,9 @@ async fn client_errors_are_never_retried() {
     let h = Harness::start().await;
     Mock::given(method("POST"))
         .and(path(format!("{RUNNERS}/registration-token")))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"message": "Problems parsing JSON"})))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(json!({"message": "Problems parsing JSON"})),
+        )
         .expect(1)
         .mount(&h.server)
         .await;
@@ -182,11 +204,20 @@ async fn client_errors_are_never_retried() {
 #[tokio::test]
 async fn transport_errors_are_retryable() {
     // A port nobody listens on: bind, learn the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let h = Harness::start().await;
-    let mut cfg = h.config(github_runners::Scope::repo("o", "r"), github_runners::Auth::Token(common::TOKEN.to_owned().into()));
+    let mut cfg = h.config(
+        github_runners::Scope::repo("o", "r"),
+        github_runners::Auth::Token(common::TOKEN.to_owned().into()),
+    );
     cfg.api_url = format!("http://127.0.0.1:{port}/").parse().unwrap();
-    let c = github_runners::GitHubClient::new(cfg).unwrap().with_retry_policy(common::fast_retry());
+    let c = github_runners::GitHubClient::new(cfg)
+        .unwrap()
+        .with_retry_policy(common::fast_retry());
     let err = c.list_runners().await.unwrap_err();
     assert!(matches!(err, Error::Transport { .. }), "{err}");
     assert!(err.is_retryable());
@@ -205,7 +236,10 @@ async fn rate_limit_endpoint_decodes_the_official_example() {
         .mount(&h.server)
         .await;
     let rl = h.client().rate_limit().await.unwrap();
-    assert_eq!((rl.core.limit, rl.core.remaining, rl.core.used), (5000, 4999, 1));
+    assert_eq!(
+        (rl.core.limit, rl.core.remaining, rl.core.used),
+        (5000, 4999, 1)
+    );
     assert_eq!(rl.core.resource, "core");
     let reg = rl.resource("actions_runner_registration").unwrap();
     assert_eq!((reg.limit, reg.remaining), (10000, 10000));
@@ -252,12 +286,18 @@ async fn observer_sees_every_attempt_with_templated_endpoint() {
     assert_eq!(evs.len(), 2);
     for (ev, status) in evs.iter().zip([500, 200]) {
         assert_eq!(ev.method, github_runners::Method::GET);
-        assert_eq!(ev.endpoint, "/repos/{owner}/{repo}/actions/runners/{runner_id}");
+        assert_eq!(
+            ev.endpoint,
+            "/repos/{owner}/{repo}/actions/runners/{runner_id}"
+        );
         assert_eq!(ev.status, Some(status));
         assert!(!ev.conditional_hit);
         assert!(ev.elapsed < Duration::from_secs(5));
     }
     let snap = c.rate_limit_snapshot().unwrap();
-    assert_eq!((snap.remaining, snap.used, snap.resource.as_str()), (4990, 10, "core"));
+    assert_eq!(
+        (snap.remaining, snap.used, snap.resource.as_str()),
+        (4990, 10, "core")
+    );
     assert_eq!(h.finish().await, 2);
 }

@@ -18,7 +18,11 @@ async fn list_runners_paginated_from_official_example() {
         .and(path(p))
         .and(query_param("per_page", "100"))
         .and(query_param_is_missing("page"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(example("runner-paginated")).insert_header("link", next))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(example("runner-paginated"))
+                .insert_header("link", next),
+        )
         .expect(1)
         .mount(&h.server)
         .await;
@@ -36,7 +40,15 @@ async fn list_runners_paginated_from_official_example() {
     let names: Vec<&str> = runners.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["linux_runner", "mac_runner", "MBP"]);
     let linux = &runners[0];
-    assert_eq!((linux.id, linux.os.as_str(), linux.status.as_str(), linux.busy), (23, "linux", "online", true));
+    assert_eq!(
+        (
+            linux.id,
+            linux.os.as_str(),
+            linux.status.as_str(),
+            linux.busy
+        ),
+        (23, "linux", "online", true)
+    );
     assert!(linux.is_online());
     assert!(!runners[1].is_online());
     assert_eq!(linux.labels[0].name, "self-hosted");
@@ -115,13 +127,24 @@ async fn get_and_delete_runner() {
         .await;
     let c = h.client();
     let r = c.runner(23).await.unwrap();
-    assert_eq!((r.id, r.name.as_str(), r.os.as_str(), r.busy, r.ephemeral), (23, "MBP", "macos", true, Some(false)));
+    assert_eq!(
+        (r.id, r.name.as_str(), r.os.as_str(), r.busy, r.ephemeral),
+        (23, "MBP", "macos", true, Some(false))
+    );
     c.delete_runner(23).await.unwrap();
     let busy = c.delete_runner(24).await.unwrap_err();
     assert!(matches!(busy, Error::RunnerBusy { id: 24 }), "{busy}");
     assert!(!busy.is_retryable());
     let gone = c.delete_runner(25).await.unwrap_err();
-    assert!(matches!(gone, Error::NotFound { endpoint: "/repos/{owner}/{repo}/actions/runners/{runner_id}" }), "{gone}");
+    assert!(
+        matches!(
+            gone,
+            Error::NotFound {
+                endpoint: "/repos/{owner}/{repo}/actions/runners/{runner_id}"
+            }
+        ),
+        "{gone}"
+    );
     assert_eq!(h.finish().await, 4);
 }
 
@@ -129,7 +152,9 @@ async fn get_and_delete_runner() {
 async fn registration_token_is_secret() {
     let h = Harness::start().await;
     Mock::given(method("POST"))
-        .and(path("/repos/octo-org/octo-repo/actions/runners/registration-token"))
+        .and(path(
+            "/repos/octo-org/octo-repo/actions/runners/registration-token",
+        ))
         .respond_with(ResponseTemplate::new(201).set_body_json(example("authentication-token")))
         .expect(1)
         .mount(&h.server)
@@ -139,7 +164,10 @@ async fn registration_token_is_secret() {
     // 2020-01-22T12:13:35.123-08:00
     assert_eq!(t.expires_at.unix_timestamp(), 1579724015);
     let dbg = format!("{t:?}");
-    assert!(!dbg.contains("LLBF3JGZDX3P5PMEXLND6TS6FCWO6") && dbg.contains("REDACTED"), "{dbg}");
+    assert!(
+        !dbg.contains("LLBF3JGZDX3P5PMEXLND6TS6FCWO6") && dbg.contains("REDACTED"),
+        "{dbg}"
+    );
     assert_eq!(h.finish().await, 1);
 }
 
@@ -155,6 +183,9 @@ async fn ghes_prefix_and_runner_url() {
     let c = h.client();
     assert_eq!(c.list_runners().await.unwrap().len(), 2);
     let web = c.config().runner_url();
-    assert_eq!(web.as_str(), format!("{}/octo-org/octo-repo", h.server.uri()));
+    assert_eq!(
+        web.as_str(),
+        format!("{}/octo-org/octo-repo", h.server.uri())
+    );
     assert_eq!(h.finish().await, 1);
 }

@@ -29,22 +29,45 @@ fn wrong_signature_missing_prefix_and_changed_body_are_rejected() {
     let s = SecretString::from(SECRET);
     let body = b"Hello, World!";
     let wrong = VECTOR.replace("757107", "757108");
-    assert_eq!(verify_signature(&s, body, Some(&wrong)), Err(SignatureError::Mismatch));
+    assert_eq!(
+        verify_signature(&s, body, Some(&wrong)),
+        Err(SignatureError::Mismatch)
+    );
     assert_eq!(
         verify_signature(&s, body, Some(VECTOR.trim_start_matches("sha256="))),
         Err(SignatureError::MissingPrefix)
     );
-    assert_eq!(verify_signature(&s, body, None), Err(SignatureError::Missing));
+    assert_eq!(
+        verify_signature(&s, body, None),
+        Err(SignatureError::Missing)
+    );
     for i in 0..body.len() {
         let mut changed = body.to_vec();
         changed[i] ^= 0x01;
-        assert_eq!(verify_signature(&s, &changed, Some(VECTOR)), Err(SignatureError::Mismatch), "byte {i}");
+        assert_eq!(
+            verify_signature(&s, &changed, Some(VECTOR)),
+            Err(SignatureError::Mismatch),
+            "byte {i}"
+        );
     }
     let mut longer = body.to_vec();
     longer.push(b' ');
-    assert_eq!(verify_signature(&s, &longer, Some(VECTOR)), Err(SignatureError::Mismatch));
-    for malformed in ["sha256=", "sha256=xyz", "sha256=757107ea", "sha256= ", "sha256=ü", "sha1=757107ea"] {
-        assert!(verify_signature(&s, body, Some(malformed)).is_err(), "{malformed}");
+    assert_eq!(
+        verify_signature(&s, &longer, Some(VECTOR)),
+        Err(SignatureError::Mismatch)
+    );
+    for malformed in [
+        "sha256=",
+        "sha256=xyz",
+        "sha256=757107ea",
+        "sha256= ",
+        "sha256=ü",
+        "sha1=757107ea",
+    ] {
+        assert!(
+            verify_signature(&s, body, Some(malformed)).is_err(),
+            "{malformed}"
+        );
     }
 }
 
@@ -55,15 +78,23 @@ fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
 fn first_type(schema: &Value) -> Option<String> {
     match &schema["type"] {
         Value::String(t) => Some(t.clone()),
-        Value::Array(ts) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null").map(str::to_owned),
+        Value::Array(ts) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .map(str::to_owned),
         _ => None,
     }
 }
 
 fn nullable(schema: &Value) -> bool {
-    schema["type"].as_array().is_some_and(|ts| ts.iter().any(|t| t == "null"))
+    schema["type"]
+        .as_array()
+        .is_some_and(|ts| ts.iter().any(|t| t == "null"))
         || schema["nullable"] == true
-        || schema["enum"].as_array().is_some_and(|e| e.iter().any(Value::is_null))
+        || schema["enum"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(Value::is_null))
 }
 
 /// Builds an instance of `schema`. `full`: every property with example values; else required only and nulls.
@@ -83,7 +114,11 @@ fn instance(doc: &Value, schema: &Value, name: &str, full: bool, depth: usize) -
     }
     for key in ["anyOf", "oneOf"] {
         if let Some(variants) = schema[key].as_array() {
-            let v = variants.iter().map(|v| resolve(doc, v)).find(|v| v["type"] != "null").unwrap_or(&Value::Null);
+            let v = variants
+                .iter()
+                .map(|v| resolve(doc, v))
+                .find(|v| v["type"] != "null")
+                .unwrap_or(&Value::Null);
             return instance(doc, v, name, full, depth + 1);
         }
     }
@@ -96,13 +131,20 @@ fn instance(doc: &Value, schema: &Value, name: &str, full: bool, depth: usize) -
     if !schema["example"].is_null() {
         return schema["example"].clone();
     }
-    if let Some(e) = schema["enum"].as_array().and_then(|e| e.iter().find(|v| !v.is_null())) {
+    if let Some(e) = schema["enum"]
+        .as_array()
+        .and_then(|e| e.iter().find(|v| !v.is_null()))
+    {
         return e.clone();
     }
     match first_type(schema).as_deref() {
         Some("object") | None if schema["properties"].is_object() => {
-            let required: Vec<&str> =
-                schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let required: Vec<&str> = schema["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             let mut m = Map::new();
             for (k, ps) in schema["properties"].as_object().into_iter().flatten() {
                 if full || required.contains(&k.as_str()) {
@@ -134,34 +176,75 @@ fn official_workflow_job_schemas_parse_in_full_and_minimal_form() {
     let doc = &spec()["webhooks"];
     let cases = [
         ("workflow-job-queued", WorkflowJobAction::Queued, "queued"),
-        ("workflow-job-in-progress", WorkflowJobAction::InProgress, "in_progress"),
-        ("workflow-job-completed", WorkflowJobAction::Completed, "completed"),
-        ("workflow-job-waiting", WorkflowJobAction::Waiting, "waiting"),
+        (
+            "workflow-job-in-progress",
+            WorkflowJobAction::InProgress,
+            "in_progress",
+        ),
+        (
+            "workflow-job-completed",
+            WorkflowJobAction::Completed,
+            "completed",
+        ),
+        (
+            "workflow-job-waiting",
+            WorkflowJobAction::Waiting,
+            "waiting",
+        ),
     ];
     for (hook, action, _) in cases {
-        let schema = &doc["webhooks"][hook]["post"]["requestBody"]["content"]["application/json"]["schema"];
+        let schema =
+            &doc["webhooks"][hook]["post"]["requestBody"]["content"]["application/json"]["schema"];
         assert!(!schema.is_null(), "{hook}");
         for full in [true, false] {
             let payload = instance(doc, schema, "", full, 0);
             let raw = serde_json::to_vec(&payload).unwrap();
-            let ev = parse_workflow_job(&raw).unwrap_or_else(|e| panic!("{hook} full={full}: {e}\n{payload:#}"));
+            let ev = parse_workflow_job(&raw)
+                .unwrap_or_else(|e| panic!("{hook} full={full}: {e}\n{payload:#}"));
             assert_eq!(ev.action, action, "{hook}");
             let job = &ev.workflow_job;
             assert_eq!(job.id, payload["workflow_job"]["id"].as_u64().unwrap());
-            assert_eq!(job.run_id as f64, payload["workflow_job"]["run_id"].as_f64().unwrap());
-            assert_eq!(job.labels.len(), payload["workflow_job"]["labels"].as_array().unwrap().len());
-            assert_eq!(ev.repository.full_name, payload["repository"]["full_name"].as_str().unwrap());
+            assert_eq!(
+                job.run_id as f64,
+                payload["workflow_job"]["run_id"].as_f64().unwrap()
+            );
+            assert_eq!(
+                job.labels.len(),
+                payload["workflow_job"]["labels"].as_array().unwrap().len()
+            );
+            assert_eq!(
+                ev.repository.full_name,
+                payload["repository"]["full_name"].as_str().unwrap()
+            );
             if full {
-                assert!(ev.organization.is_some() && ev.installation.is_some(), "{hook}");
+                assert!(
+                    ev.organization.is_some() && ev.installation.is_some(),
+                    "{hook}"
+                );
                 assert!(job.created_at.is_some(), "{hook}");
             } else {
-                assert!(ev.organization.is_none() && ev.installation.is_none(), "{hook}");
+                assert!(
+                    ev.organization.is_none() && ev.installation.is_none(),
+                    "{hook}"
+                );
             }
             // Nullable runner fields follow the payload exactly (null → None).
             let pj = &payload["workflow_job"];
-            assert_eq!(job.runner_id.map(|v| v as f64), pj["runner_id"].as_f64(), "{hook} full={full}");
-            assert_eq!(job.runner_name.as_deref(), pj["runner_name"].as_str(), "{hook} full={full}");
-            assert_eq!(job.conclusion.as_deref(), pj["conclusion"].as_str(), "{hook} full={full}");
+            assert_eq!(
+                job.runner_id.map(|v| v as f64),
+                pj["runner_id"].as_f64(),
+                "{hook} full={full}"
+            );
+            assert_eq!(
+                job.runner_name.as_deref(),
+                pj["runner_name"].as_str(),
+                "{hook} full={full}"
+            );
+            assert_eq!(
+                job.conclusion.as_deref(),
+                pj["conclusion"].as_str(),
+                "{hook} full={full}"
+            );
             assert_eq!(job.status, pj["status"].as_str().unwrap());
         }
     }

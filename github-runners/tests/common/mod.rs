@@ -17,7 +17,10 @@ pub const TOKEN: &str = "ghp_TESTtokenValue0123456789abcdefABCDEF";
 pub fn spec() -> &'static Value {
     static SPEC: OnceLock<Value> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/api/github-actions-runners.openapi.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/api/github-actions-runners.openapi.json"
+        );
         let raw = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
         serde_json::from_str(&raw).unwrap()
     })
@@ -39,7 +42,11 @@ pub fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
     match v.get("$ref").and_then(Value::as_str) {
         Some(r) => {
             let ptr = r.trim_start_matches('#');
-            resolve(doc, doc.pointer(ptr).unwrap_or_else(|| panic!("dangling $ref {r}")))
+            resolve(
+                doc,
+                doc.pointer(ptr)
+                    .unwrap_or_else(|| panic!("dangling $ref {r}")),
+            )
         }
         None => v,
     }
@@ -66,7 +73,10 @@ impl Harness {
             .named("catch-all: unexpected request")
             .mount(&server)
             .await;
-        Self { server, prefix: prefix.to_owned() }
+        Self {
+            server,
+            prefix: prefix.to_owned(),
+        }
     }
 
     pub fn uri(&self) -> String {
@@ -102,7 +112,11 @@ impl Harness {
                 errors.push(format!("{} {}: {e}", r.method, r.url));
             }
         }
-        assert!(errors.is_empty(), "requests not conforming to the OpenAPI document:\n{}", errors.join("\n"));
+        assert!(
+            errors.is_empty(),
+            "requests not conforming to the OpenAPI document:\n{}",
+            errors.join("\n")
+        );
         reqs.len()
     }
 }
@@ -123,9 +137,14 @@ fn type_ok(schema: &Value, v: &Value) -> bool {
         Some("boolean") => v.is_boolean(),
         Some("array") => v.as_array().is_some_and(|items| {
             let min = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let max = schema.get("maxItems").and_then(Value::as_u64).map_or(usize::MAX, |m| m as usize);
+            let max = schema
+                .get("maxItems")
+                .and_then(Value::as_u64)
+                .map_or(usize::MAX, |m| m as usize);
             let item_schema = schema.get("items").cloned().unwrap_or(Value::Null);
-            items.len() >= min && items.len() <= max && items.iter().all(|i| type_ok(&item_schema, i))
+            items.len() >= min
+                && items.len() <= max
+                && items.iter().all(|i| type_ok(&item_schema, i))
         }),
         Some("object") => v.is_object(),
         _ => true,
@@ -140,7 +159,10 @@ fn scalar_ok(schema: &Value, raw: &str) -> bool {
         _ => true,
     };
     let in_enum = match schema.get("enum").and_then(Value::as_array) {
-        Some(values) => values.iter().any(|e| e.as_str() == Some(raw) || e.to_string() == raw),
+        Some(values) => values.iter().any(|e| match e {
+            Value::String(s) => s == raw,
+            other => other.to_string().as_str() == raw,
+        }),
         None => true,
     };
     typed && in_enum
@@ -148,9 +170,15 @@ fn scalar_ok(schema: &Value, raw: &str) -> bool {
 
 /// Does `req` name a path + method of the `rest` document, with declared and well-typed path and query
 /// parameters, a JSON body carrying the schema's required properties, and the mandatory headers?
-pub fn check_request(req: &Request, prefix: &str) -> Result<(), String> {
+pub fn check_request(req: &Request, prefix: &str) -> Result<String, String> {
     let doc = rest();
-    let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let header = |n: &str| {
+        req.headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
     if header("accept") != "application/vnd.github+json" {
         return Err(format!("Accept is {:?}", header("accept")));
     }
@@ -160,7 +188,11 @@ pub fn check_request(req: &Request, prefix: &str) -> Result<(), String> {
     if header("user-agent").is_empty() || !header("authorization").starts_with("Bearer ") {
         return Err("missing User-Agent or Authorization: Bearer".into());
     }
-    let path = req.url.path().strip_prefix(prefix).ok_or("path outside the API prefix")?;
+    let path = req
+        .url
+        .path()
+        .strip_prefix(prefix)
+        .ok_or("path outside the API prefix")?;
     let method = req.method.as_str().to_ascii_lowercase();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut reasons = Vec::new();
@@ -169,8 +201,13 @@ pub fn check_request(req: &Request, prefix: &str) -> Result<(), String> {
         if tsegs.len() != segs.len() {
             continue;
         }
-        let Some(op) = item.get(&method) else { continue };
-        let mut params: Vec<&Value> = op["parameters"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+        let Some(op) = item.get(&method) else {
+            continue;
+        };
+        let mut params: Vec<&Value> = op["parameters"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
         if let Some(common) = item.get("parameters").and_then(Value::as_array) {
             params.extend(common.iter());
         }
@@ -178,8 +215,13 @@ pub fn check_request(req: &Request, prefix: &str) -> Result<(), String> {
         let mut ok = true;
         for (t, s) in tsegs.iter().zip(&segs) {
             if let Some(name) = t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
-                let p = params.iter().find(|p| p["in"] == "path" && p["name"] == name);
-                let schema = p.map(|p| resolve(doc, &p["schema"])).cloned().unwrap_or(Value::Null);
+                let p = params
+                    .iter()
+                    .find(|p| p["in"] == "path" && p["name"] == name);
+                let schema = p
+                    .map(|p| resolve(doc, &p["schema"]))
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 if s.is_empty() || !scalar_ok(&schema, s) {
                     ok = false;
                 }
@@ -193,28 +235,35 @@ pub fn check_request(req: &Request, prefix: &str) -> Result<(), String> {
         // Query parameters: declared, well-typed.
         let mut query_errors = Vec::new();
         for (k, v) in req.url.query_pairs() {
-            match params.iter().find(|p| p["in"] == "query" && p["name"] == k.as_ref()) {
+            match params
+                .iter()
+                .find(|p| p["in"] == "query" && p["name"] == k.as_ref())
+            {
                 None => query_errors.push(format!("undeclared query parameter {k}")),
                 Some(p) => {
                     if !scalar_ok(resolve(doc, &p["schema"]), &v) {
-                        query_errors.push(format!("query parameter {k}={v} does not fit its schema"));
+                        query_errors
+                            .push(format!("query parameter {k}={v} does not fit its schema"));
                     }
                 }
             }
         }
         // Body.
-        let body_schema = op
-            .get("requestBody")
-            .map(|rb| resolve(doc, rb))
-            .map(|rb| (rb["required"].as_bool().unwrap_or(false), resolve(doc, &rb["content"]["application/json"]["schema"])));
+        let body_schema = op.get("requestBody").map(|rb| resolve(doc, rb)).map(|rb| {
+            (
+                rb["required"].as_bool().unwrap_or(false),
+                resolve(doc, &rb["content"]["application/json"]["schema"]),
+            )
+        });
         match body_schema {
-            None if !req.body.is_empty() => query_errors.push("body sent to an operation without requestBody".into()),
-            None => {}
-            Some((required, _)) if req.body.is_empty() => {
-                if required {
-                    query_errors.push("required request body missing".into());
-                }
+            None if !req.body.is_empty() => {
+                query_errors.push("body sent to an operation without requestBody".into())
             }
+            None => {}
+            Some((true, _)) if req.body.is_empty() => {
+                query_errors.push("required request body missing".into());
+            }
+            Some((false, _)) if req.body.is_empty() => {}
             Some((_, schema)) => match serde_json::from_slice::<Value>(&req.body) {
                 Err(e) => query_errors.push(format!("body is not JSON: {e}")),
                 Ok(body) => {
@@ -229,10 +278,13 @@ pub fn check_request(req: &Request, prefix: &str) -> Result<(), String> {
                     }
                     for (k, v) in body.as_object().into_iter().flatten() {
                         match schema["properties"].get(k) {
-                            None => query_errors.push(format!("body property {k} not in the schema")),
+                            None => {
+                                query_errors.push(format!("body property {k} not in the schema"))
+                            }
                             Some(ps) => {
                                 if !type_ok(resolve(doc, ps), v) {
-                                    query_errors.push(format!("body property {k} does not fit its schema"));
+                                    query_errors
+                                        .push(format!("body property {k} does not fit its schema"));
                                 }
                             }
                         }
@@ -241,12 +293,14 @@ pub fn check_request(req: &Request, prefix: &str) -> Result<(), String> {
             },
         }
         if query_errors.is_empty() {
-            return Ok(());
+            return Ok(format!("{} {template}", method.to_ascii_uppercase()));
         }
         reasons.push(format!("{template}: {}", query_errors.join("; ")));
     }
     if reasons.is_empty() {
-        Err(format!("no operation {method} {path} in the OpenAPI document"))
+        Err(format!(
+            "no operation {method} {path} in the OpenAPI document"
+        ))
     } else {
         Err(reasons.join(" | "))
     }
