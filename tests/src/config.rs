@@ -37,7 +37,10 @@ impl Default for SimConfig {
 impl SimConfig {
     /// The benchmark's delays: clone 2 s, start 1 s, boot 8 s, job 5 s, pvestatd every 10 s, 401 after 3 s.
     pub fn realistic() -> Self {
-        Self { timing: Timing::realistic(), ..Self::default() }
+        Self {
+            timing: Timing::realistic(),
+            ..Self::default()
+        }
     }
 }
 
@@ -237,19 +240,35 @@ impl Default for PveConfig {
             storages: vec![
                 StorageSpec {
                     id: "local".into(),
-                    content: vec!["iso".into(), "vztmpl".into(), "backup".into(), "snippets".into()],
+                    content: vec![
+                        "iso".into(),
+                        "vztmpl".into(),
+                        "backup".into(),
+                        "snippets".into(),
+                    ],
                     path: None,
                     shared: false,
                 },
-                StorageSpec { id: "local-lvm".into(), content: vec!["images".into(), "rootdir".into()], path: None, shared: false },
+                StorageSpec {
+                    id: "local-lvm".into(),
+                    content: vec!["images".into(), "rootdir".into()],
+                    path: None,
+                    shared: false,
+                },
             ],
             clone_slots: 4,
             version: "9.1.1".into(),
             apidata_path: None,
             privileges: vec![
                 ("/".into(), vec!["Sys.Audit".into()]),
-                ("/vms".into(), vm_privs.iter().map(|s| (*s).to_string()).collect()),
-                ("/storage".into(), vec!["Datastore.Audit".into(), "Datastore.AllocateSpace".into()]),
+                (
+                    "/vms".into(),
+                    vm_privs.iter().map(|s| (*s).to_string()).collect(),
+                ),
+                (
+                    "/storage".into(),
+                    vec!["Datastore.Audit".into(), "Datastore.AllocateSpace".into()],
+                ),
             ],
         }
     }
@@ -266,6 +285,19 @@ pub struct AppSpec {
     pub installation_id: u64,
     /// RSA public key (PEM) that verifies the App's RS256 JWTs.
     pub public_key_pem: String,
+}
+
+impl AppSpec {
+    /// A test App (id 123456, installation 7890) whose private key is [`crate::TEST_APP_PRIVATE_KEY_PEM`]
+    /// (a throwaway key generated for these tests; never use it anywhere else).
+    pub fn test_app() -> Self {
+        Self {
+            app_id: 123_456,
+            client_id: "Iv23liSimulatedApp01".into(),
+            installation_id: 7890,
+            public_key_pem: crate::TEST_APP_PUBLIC_KEY_PEM.into(),
+        }
+    }
 }
 
 /// The simulated GitHub.

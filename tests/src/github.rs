@@ -15,7 +15,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::Shared;
-use crate::world::{ALNUM, ALNUM_UPPER, Credential, CredentialKind, Job, JobStatus, Run, Runner, Scope, Service, World};
+use crate::world::{
+    ALNUM, ALNUM_UPPER, Credential, CredentialKind, Job, JobStatus, Run, Runner, Scope, Service,
+    World,
+};
 
 /// A job to queue with [`crate::GitHubHandle::queue_run`].
 #[derive(Debug, Clone)]
@@ -57,7 +60,10 @@ impl JobSpec {
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    t.replace_nanosecond(0).unwrap_or(t).format(&Rfc3339).unwrap_or_default()
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 struct GhResp {
@@ -68,7 +74,11 @@ struct GhResp {
 
 impl GhResp {
     fn ok(status: u16, body: Value) -> Self {
-        Self { status, body: Some(body), headers: Vec::new() }
+        Self {
+            status,
+            body: Some(body),
+            headers: Vec::new(),
+        }
     }
     fn err(status: u16, message: &str) -> Self {
         Self::ok(
@@ -83,7 +93,11 @@ impl GhResp {
 
 fn labels_match(job_labels: &[String], runner: &Runner) -> bool {
     job_labels.iter().all(|l| {
-        l.eq_ignore_ascii_case("self-hosted") || runner.labels.iter().any(|(_, n, _)| n.eq_ignore_ascii_case(l))
+        l.eq_ignore_ascii_case("self-hosted")
+            || runner
+                .labels
+                .iter()
+                .any(|(_, n, _)| n.eq_ignore_ascii_case(l))
     })
 }
 
@@ -120,8 +134,16 @@ impl World {
             ids.push(id);
         }
         for (spec, id) in jobs.iter().zip(&ids) {
-            let needs: Vec<u64> = spec.needs.iter().filter_map(|n| by_name.get(n).copied()).collect();
-            let status = if needs.is_empty() { JobStatus::Queued } else { JobStatus::Pending };
+            let needs: Vec<u64> = spec
+                .needs
+                .iter()
+                .filter_map(|n| by_name.get(n).copied())
+                .collect();
+            let status = if needs.is_empty() {
+                JobStatus::Queued
+            } else {
+                JobStatus::Pending
+            };
             self.gh.jobs.insert(
                 *id,
                 Job {
@@ -164,8 +186,7 @@ impl World {
         (run_id, ids)
     }
 
-    pub(crate) fn finish_job(&mut self, job_id: u64, conclusion: &str) {
-        let now = Instant::now();
+    pub(crate) fn finish_job(&mut self, job_id: u64, conclusion: &str, now: Instant) {
         if let Some(j) = self.gh.jobs.get_mut(&job_id) {
             if j.status == JobStatus::Completed {
                 return;
@@ -184,8 +205,7 @@ impl World {
             let window = self.cfg.github.rate_limit_window;
             self.gh.rate_used = 0;
             self.gh.rate_reset = Some(now + window);
-            self.gh.rate_reset_epoch =
-                (OffsetDateTime::now_utc() + window).unix_timestamp();
+            self.gh.rate_reset_epoch = (OffsetDateTime::now_utc() + window).unix_timestamp();
         }
         // running jobs that are done
         let done: Vec<(u64, Option<u64>)> = self
@@ -196,17 +216,15 @@ impl World {
             .map(|j| (j.id, j.runner_id))
             .collect();
         for (job_id, runner_id) in done {
-            self.finish_job(job_id, "success");
+            self.finish_job(job_id, "success", now);
             if let Some(rid) = runner_id {
                 let ephemeral = self.gh.runners.get_mut(&rid).is_some_and(|r| {
                     r.busy = false;
                     r.job = None;
                     r.ephemeral
                 });
-                if ephemeral {
-                    if let Some(r) = self.gh.runners.remove(&rid) {
-                        self.gh.removed_runners.push((r.id, r.name));
-                    }
+                if ephemeral && let Some(r) = self.gh.runners.remove(&rid) {
+                    self.gh.removed_runners.push((r.id, r.name));
                 }
             }
         }
@@ -221,7 +239,13 @@ impl World {
         for (id, needs) in pending {
             let states: Vec<Option<String>> = needs
                 .iter()
-                .map(|n| self.gh.jobs.get(n).filter(|j| j.status == JobStatus::Completed).map(|j| j.conclusion.clone().unwrap_or_default()))
+                .map(|n| {
+                    self.gh
+                        .jobs
+                        .get(n)
+                        .filter(|j| j.status == JobStatus::Completed)
+                        .map(|j| j.conclusion.clone().unwrap_or_default())
+                })
                 .collect();
             if states.iter().all(Option::is_some) {
                 if states.iter().all(|s| s.as_deref() == Some("success")) {
@@ -230,19 +254,31 @@ impl World {
                         j.queued = Some(now);
                     }
                 } else {
-                    self.finish_job(id, "skipped");
+                    self.finish_job(id, "skipped", now);
                 }
             }
         }
         // assignment: each online idle runner takes the oldest matching queued job
-        let runner_ids: Vec<u64> = self.gh.runners.values().filter(|r| r.online && !r.busy).map(|r| r.id).collect();
+        let runner_ids: Vec<u64> = self
+            .gh
+            .runners
+            .values()
+            .filter(|r| r.online && !r.busy)
+            .map(|r| r.id)
+            .collect();
         for rid in runner_ids {
-            let Some(runner) = self.gh.runners.get(&rid) else { continue };
+            let Some(runner) = self.gh.runners.get(&rid) else {
+                continue;
+            };
             let job = self
                 .gh
                 .jobs
                 .values()
-                .filter(|j| j.status == JobStatus::Queued && runner.scope.serves(&j.repo) && labels_match(&j.labels, runner))
+                .filter(|j| {
+                    j.status == JobStatus::Queued
+                        && runner.scope.serves(&j.repo)
+                        && labels_match(&j.labels, runner)
+                })
                 .min_by_key(|j| (j.queued, j.id))
                 .map(|j| j.id);
             let Some(job_id) = job else { continue };
@@ -263,22 +299,33 @@ impl World {
         // run status
         let run_ids: Vec<u64> = self.gh.runs.keys().copied().collect();
         for run_id in run_ids {
-            let Some(run) = self.gh.runs.get(&run_id) else { continue };
-            let jobs: Vec<&Job> = run.jobs.iter().filter_map(|j| self.gh.jobs.get(j)).collect();
+            let Some(run) = self.gh.runs.get(&run_id) else {
+                continue;
+            };
+            let jobs: Vec<&Job> = run
+                .jobs
+                .iter()
+                .filter_map(|j| self.gh.jobs.get(j))
+                .collect();
             let (status, conclusion) = if jobs.iter().all(|j| j.status == JobStatus::Completed) {
-                let ok = jobs.iter().all(|j| matches!(j.conclusion.as_deref(), Some("success" | "skipped")));
+                let ok = jobs
+                    .iter()
+                    .all(|j| matches!(j.conclusion.as_deref(), Some("success" | "skipped")));
                 ("completed", Some(if ok { "success" } else { "failure" }))
-            } else if jobs.iter().any(|j| matches!(j.status, JobStatus::InProgress | JobStatus::Completed)) {
+            } else if jobs
+                .iter()
+                .any(|j| matches!(j.status, JobStatus::InProgress | JobStatus::Completed))
+            {
                 ("in_progress", None)
             } else {
                 ("queued", None)
             };
-            if run.status != status {
-                if let Some(run) = self.gh.runs.get_mut(&run_id) {
-                    run.status = status;
-                    run.conclusion = conclusion;
-                    run.updated_at = OffsetDateTime::now_utc();
-                }
+            if run.status != status
+                && let Some(run) = self.gh.runs.get_mut(&run_id)
+            {
+                run.status = status;
+                run.conclusion = conclusion;
+                run.updated_at = OffsetDateTime::now_utc();
             }
         }
     }
@@ -302,12 +349,20 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn example(&self, name: &str) -> Value {
-        self.sh.examples.get(name).cloned().unwrap_or_else(|| json!({}))
+        self.sh
+            .examples
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| json!({}))
     }
 
     fn repo_obj(&self, repo: &str) -> Value {
         let (owner, name) = repo.split_once('/').unwrap_or((repo, repo));
-        let mut v = self.example("workflow-run").get("repository").cloned().unwrap_or_else(|| json!({}));
+        let mut v = self
+            .example("workflow-run")
+            .get("repository")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         v["name"] = json!(name);
         v["full_name"] = json!(repo);
         v["url"] = json!(format!("{}/repos/{repo}", self.base));
@@ -335,7 +390,10 @@ impl Ctx<'_> {
         v["run_started_at"] = json!(rfc3339(run.created_at));
         v["jobs_url"] = json!(format!("{url}/jobs"));
         v["url"] = json!(url);
-        v["html_url"] = json!(format!("https://github.com/{}/actions/runs/{}", run.repo, run.id));
+        v["html_url"] = json!(format!(
+            "https://github.com/{}/actions/runs/{}",
+            run.repo, run.id
+        ));
         v["repository"] = self.repo_obj(&run.repo);
         v["head_repository"] = self.repo_obj(&run.repo);
         v
@@ -346,9 +404,18 @@ impl Ctx<'_> {
         v["id"] = json!(j.id);
         v["run_id"] = json!(j.run_id);
         v["run_attempt"] = json!(1);
-        v["run_url"] = json!(format!("{}/repos/{}/actions/runs/{}", self.base, j.repo, j.run_id));
-        v["url"] = json!(format!("{}/repos/{}/actions/jobs/{}", self.base, j.repo, j.id));
-        v["html_url"] = json!(format!("https://github.com/{}/actions/runs/{}/job/{}", j.repo, j.run_id, j.id));
+        v["run_url"] = json!(format!(
+            "{}/repos/{}/actions/runs/{}",
+            self.base, j.repo, j.run_id
+        ));
+        v["url"] = json!(format!(
+            "{}/repos/{}/actions/jobs/{}",
+            self.base, j.repo, j.id
+        ));
+        v["html_url"] = json!(format!(
+            "https://github.com/{}/actions/runs/{}/job/{}",
+            j.repo, j.run_id, j.id
+        ));
         v["name"] = json!(j.name);
         v["status"] = json!(j.status.as_str());
         v["conclusion"] = json!(j.conclusion);
@@ -371,21 +438,38 @@ impl Ctx<'_> {
 
 fn query_map(uri: &Uri) -> Vec<(String, String)> {
     uri.query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn qget<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    q.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    q.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Paginates `items` and builds the `link` header like GitHub.
 fn paginate(items: Vec<Value>, q: &[(String, String)], url: &str) -> (Vec<Value>, Option<String>) {
-    let per_page = qget(q, "per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(30).clamp(1, 100);
-    let page = qget(q, "page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
+    let per_page = qget(q, "per_page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page = qget(q, "page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
     let total = items.len();
     let last = total.div_ceil(per_page).max(1);
-    let slice: Vec<Value> = items.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+    let slice: Vec<Value> = items
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
     let link_for = |p: usize| {
         let mut ser = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in q.iter().filter(|(k, _)| k != "page" && k != "per_page") {
@@ -415,7 +499,12 @@ enum Auth {
 }
 
 fn bearer(headers: &HeaderMap) -> Auth {
-    let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return Auth::None };
+    let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Auth::None;
+    };
     let v = v.trim();
     let tok = v
         .strip_prefix("Bearer ")
@@ -427,13 +516,19 @@ fn bearer(headers: &HeaderMap) -> Auth {
 
 /// Verifies an App JWT (RS256, `iss` = app id or client id, lifetime ≤ 10 min).
 fn verify_jwt(w: &World, token: &str) -> Result<(), String> {
-    let app = w.cfg.github.app.as_ref().ok_or("A JSON web token could not be decoded")?;
+    let app = w
+        .cfg
+        .github
+        .app
+        .as_ref()
+        .ok_or("A JSON web token could not be decoded")?;
     let key = jsonwebtoken::DecodingKey::from_rsa_pem(app.public_key_pem.as_bytes())
         .map_err(|e| format!("simulator app key invalid: {e}"))?;
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     v.validate_aud = false;
     v.set_required_spec_claims(&["exp", "iat", "iss"]);
-    let data = jsonwebtoken::decode::<Value>(token, &key, &v).map_err(|e| format!("A JSON web token could not be decoded ({e})"))?;
+    let data = jsonwebtoken::decode::<Value>(token, &key, &v)
+        .map_err(|e| format!("A JSON web token could not be decoded ({e})"))?;
     let c = data.claims;
     let iss = match &c["iss"] {
         Value::String(s) => s.clone(),
@@ -441,13 +536,17 @@ fn verify_jwt(w: &World, token: &str) -> Result<(), String> {
         _ => String::new(),
     };
     if iss != app.app_id.to_string() && iss != app.client_id {
-        return Err(format!("'Issuer' claim ('iss') must be the App's id, got '{iss}'"));
+        return Err(format!(
+            "'Issuer' claim ('iss') must be the App's id, got '{iss}'"
+        ));
     }
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let iat = c["iat"].as_i64().unwrap_or(i64::MAX);
     let exp = c["exp"].as_i64().unwrap_or(0);
     if iat > now + 60 {
-        return Err("'Issued at' claim ('iat') must be an Integer representing a time in the past.".into());
+        return Err(
+            "'Issued at' claim ('iat') must be an Integer representing a time in the past.".into(),
+        );
     }
     if exp - iat > 600 + 60 || exp > now + 600 + 60 {
         return Err("'Expiration time' claim ('exp') is too far in the future".into());
@@ -464,7 +563,10 @@ pub(crate) async fn handle(
     body: Bytes,
 ) -> Response {
     let base = sh.github_base.get().cloned().unwrap_or_default();
-    let ctx = Ctx { sh: &sh, base: base.clone() };
+    let ctx = Ctx {
+        sh: &sh,
+        base: base.clone(),
+    };
     let m = method.as_str().to_string();
     let path = uri.path().trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -513,21 +615,34 @@ pub(crate) async fn handle(
     }
     let is_rate = endpoint == "/rate_limit";
     if !is_rate && !needs_jwt && w.gh.rate_used >= w.cfg.github.rate_limit {
-        return finish(&mut w, GhResp::err(403, "API rate limit exceeded for user ID 1."), false);
+        return finish(
+            &mut w,
+            GhResp::err(403, "API rate limit exceeded for user ID 1."),
+            false,
+        );
     }
     let mut r = route(&mut w, &ctx, &m, &segs, &q, &body);
     // ETag / If-None-Match
-    if m == "GET" && r.status == 200 {
-        if let Some(b) = &r.body {
-            let etag = format!("W/\"{}\"", &hex::encode(Sha256::digest(b.to_string().as_bytes()))[..32]);
-            let inm = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).unwrap_or("");
-            let hit = inm.split(',').any(|t| t.trim() == etag || t.trim() == etag.trim_start_matches("W/"));
-            r.headers.push(("etag", etag));
-            if hit {
-                r.status = 304;
-                r.body = None;
-                return finish(&mut w, r, false);
-            }
+    if m == "GET"
+        && r.status == 200
+        && let Some(b) = &r.body
+    {
+        let etag = format!(
+            "W/\"{}\"",
+            &hex::encode(Sha256::digest(b.to_string().as_bytes()))[..32]
+        );
+        let inm = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let hit = inm
+            .split(',')
+            .any(|t| t.trim() == etag || t.trim() == etag.trim_start_matches("W/"));
+        r.headers.push(("etag", etag));
+        if hit {
+            r.status = 304;
+            r.body = None;
+            return finish(&mut w, r, false);
         }
     }
     finish(&mut w, r, !is_rate && !needs_jwt)
@@ -540,10 +655,14 @@ fn build(w: &World, r: GhResp) -> Response {
         Some(b) => Body::from(b.to_string()),
         None => Body::empty(),
     });
-    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
     if r.body.is_some() {
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
     }
     let mut put = |k: &'static str, v: String| {
         if let Ok(v) = HeaderValue::from_str(&v) {
@@ -568,22 +687,44 @@ fn endpoint_of(s: &[&str]) -> (String, bool) {
         ["rate_limit"] => "/rate_limit",
         ["app"] => return ("/app".into(), true),
         ["app", "installations"] => return ("/app/installations".into(), true),
-        ["app", "installations", _] => return ("/app/installations/{installation_id}".into(), true),
-        ["app", "installations", _, "access_tokens"] => {
-            return ("/app/installations/{installation_id}/access_tokens".into(), true);
+        ["app", "installations", _] => {
+            return ("/app/installations/{installation_id}".into(), true);
         }
-        ["repos", _, _, "installation"] => return ("/repos/{owner}/{repo}/installation".into(), true),
+        ["app", "installations", _, "access_tokens"] => {
+            return (
+                "/app/installations/{installation_id}/access_tokens".into(),
+                true,
+            );
+        }
+        ["repos", _, _, "installation"] => {
+            return ("/repos/{owner}/{repo}/installation".into(), true);
+        }
         ["orgs", _, "installation"] => return ("/orgs/{org}/installation".into(), true),
         ["repos", _, _, "actions", "runs"] => "/repos/{owner}/{repo}/actions/runs",
         ["repos", _, _, "actions", "runs", _] => "/repos/{owner}/{repo}/actions/runs/{run_id}",
-        ["repos", _, _, "actions", "runs", _, "jobs"] => "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs",
+        ["repos", _, _, "actions", "runs", _, "jobs"] => {
+            "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs"
+        }
         ["repos", _, _, "actions", "runs", _, "attempts", _, "jobs"] => {
             "/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{attempt_number}/jobs"
         }
         ["repos", _, _, "actions", "jobs", _] => "/repos/{owner}/{repo}/actions/jobs/{job_id}",
         ["orgs", _, "actions", "runner-groups"] => "/orgs/{org}/actions/runner-groups",
-        ["repos", _, _, "actions", "runners", rest @ ..] => return (format!("/repos/{{owner}}/{{repo}}/actions/runners{}", runner_suffix(rest)), false),
-        ["orgs", _, "actions", "runners", rest @ ..] => return (format!("/orgs/{{org}}/actions/runners{}", runner_suffix(rest)), false),
+        ["repos", _, _, "actions", "runners", rest @ ..] => {
+            return (
+                format!(
+                    "/repos/{{owner}}/{{repo}}/actions/runners{}",
+                    runner_suffix(rest)
+                ),
+                false,
+            );
+        }
+        ["orgs", _, "actions", "runners", rest @ ..] => {
+            return (
+                format!("/orgs/{{org}}/actions/runners{}", runner_suffix(rest)),
+                false,
+            );
+        }
         _ => return (format!("/{}", s.join("/")), false),
     };
     (t.to_string(), false)
@@ -592,13 +733,22 @@ fn endpoint_of(s: &[&str]) -> (String, bool) {
 fn runner_suffix(rest: &[&str]) -> String {
     match rest {
         [] => String::new(),
-        [x @ ("registration-token" | "remove-token" | "generate-jitconfig" | "downloads")] => format!("/{x}"),
+        [x @ ("registration-token" | "remove-token" | "generate-jitconfig" | "downloads")] => {
+            format!("/{x}")
+        }
         [_] => "/{runner_id}".into(),
         other => format!("/{}", other.join("/")),
     }
 }
 
-fn route(w: &mut World, ctx: &Ctx<'_>, m: &str, s: &[&str], q: &[(String, String)], body: &Bytes) -> GhResp {
+fn route(
+    w: &mut World,
+    ctx: &Ctx<'_>,
+    m: &str,
+    s: &[&str],
+    q: &[(String, String)],
+    body: &Bytes,
+) -> GhResp {
     let url = format!("{}/{}", ctx.base, s.join("/"));
     match (m, s) {
         ("GET", ["rate_limit"]) => {
@@ -620,11 +770,18 @@ fn route(w: &mut World, ctx: &Ctx<'_>, m: &str, s: &[&str], q: &[(String, String
         }
         ("GET", ["app", "installations"]) => GhResp::ok(200, json!([install_json(w, ctx)])),
         ("GET", ["app", "installations", id]) => match &w.cfg.github.app {
-            Some(app) if app.installation_id.to_string() == *id => GhResp::ok(200, install_json(w, ctx)),
+            Some(app) if app.installation_id.to_string() == *id => {
+                GhResp::ok(200, install_json(w, ctx))
+            }
             _ => GhResp::not_found(),
         },
         ("POST", ["app", "installations", id, "access_tokens"]) => {
-            let ok = w.cfg.github.app.as_ref().is_some_and(|a| a.installation_id.to_string() == *id);
+            let ok = w
+                .cfg
+                .github
+                .app
+                .as_ref()
+                .is_some_and(|a| a.installation_id.to_string() == *id);
             if !ok {
                 return GhResp::not_found();
             }
@@ -632,7 +789,9 @@ fn route(w: &mut World, ctx: &Ctx<'_>, m: &str, s: &[&str], q: &[(String, String
             w.gh.install_tokens.insert(token.clone());
             let mut v = ctx.example("installation-token");
             v["token"] = json!(token);
-            v["expires_at"] = json!(rfc3339(OffsetDateTime::now_utc() + Duration::from_secs(3600)));
+            v["expires_at"] = json!(rfc3339(
+                OffsetDateTime::now_utc() + Duration::from_secs(3600)
+            ));
             v["repository_selection"] = json!("all");
             if let Some(o) = v.as_object_mut() {
                 o.remove("repositories");
@@ -664,32 +823,62 @@ fn route(w: &mut World, ctx: &Ctx<'_>, m: &str, s: &[&str], q: &[(String, String
                 .filter(|run| run.repo.eq_ignore_ascii_case(&repo))
                 .filter(|run| status.is_none_or(|s| run.status == s || run.conclusion == Some(s)))
                 .collect();
-            runs.sort_by(|a, b| b.id.cmp(&a.id));
+            runs.sort_by_key(|r| std::cmp::Reverse(r.id));
             let total = runs.len();
             let items = runs.into_iter().map(|r| ctx.run_json(r)).collect();
             let (page, link) = paginate(items, q, &url);
-            with_link(GhResp::ok(200, json!({"total_count": total, "workflow_runs": page})), link)
+            with_link(
+                GhResp::ok(200, json!({"total_count": total, "workflow_runs": page})),
+                link,
+            )
         }
         ("GET", ["repos", o, r, "actions", "runs", id]) => {
             let repo = format!("{o}/{r}");
-            match id.parse::<u64>().ok().and_then(|id| w.gh.runs.get(&id)).filter(|run| run.repo.eq_ignore_ascii_case(&repo)) {
+            match id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| w.gh.runs.get(&id))
+                .filter(|run| run.repo.eq_ignore_ascii_case(&repo))
+            {
                 Some(run) => GhResp::ok(200, ctx.run_json(run)),
                 None => GhResp::not_found(),
             }
         }
-        ("GET", ["repos", o, r, "actions", "runs", id, "jobs"] | ["repos", o, r, "actions", "runs", id, "attempts", _, "jobs"]) => {
+        (
+            "GET",
+            ["repos", o, r, "actions", "runs", id, "jobs"]
+            | ["repos", o, r, "actions", "runs", id, "attempts", _, "jobs"],
+        ) => {
             let repo = format!("{o}/{r}");
-            let Some(run) = id.parse::<u64>().ok().and_then(|id| w.gh.runs.get(&id)).filter(|run| run.repo.eq_ignore_ascii_case(&repo)) else {
+            let Some(run) = id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| w.gh.runs.get(&id))
+                .filter(|run| run.repo.eq_ignore_ascii_case(&repo))
+            else {
                 return GhResp::not_found();
             };
-            let jobs: Vec<Value> = run.jobs.iter().filter_map(|j| w.gh.jobs.get(j)).map(|j| ctx.job_json(j)).collect();
+            let jobs: Vec<Value> = run
+                .jobs
+                .iter()
+                .filter_map(|j| w.gh.jobs.get(j))
+                .map(|j| ctx.job_json(j))
+                .collect();
             let total = jobs.len();
             let (page, link) = paginate(jobs, q, &url);
-            with_link(GhResp::ok(200, json!({"total_count": total, "jobs": page})), link)
+            with_link(
+                GhResp::ok(200, json!({"total_count": total, "jobs": page})),
+                link,
+            )
         }
         ("GET", ["repos", o, r, "actions", "jobs", id]) => {
             let repo = format!("{o}/{r}");
-            match id.parse::<u64>().ok().and_then(|id| w.gh.jobs.get(&id)).filter(|j| j.repo.eq_ignore_ascii_case(&repo)) {
+            match id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| w.gh.jobs.get(&id))
+                .filter(|j| j.repo.eq_ignore_ascii_case(&repo))
+            {
                 Some(j) => GhResp::ok(200, ctx.job_json(j)),
                 None => GhResp::not_found(),
             }
@@ -710,19 +899,34 @@ fn route(w: &mut World, ctx: &Ctx<'_>, m: &str, s: &[&str], q: &[(String, String
                     g["id"] = json!(id);
                     g["name"] = json!(name);
                     g["default"] = json!(*id == 1);
-                    g["runners_url"] = json!(format!("{}/orgs/{o}/actions/runner_groups/{id}/runners", ctx.base));
+                    g["runners_url"] = json!(format!(
+                        "{}/orgs/{o}/actions/runner_groups/{id}/runners",
+                        ctx.base
+                    ));
                     g
                 })
                 .collect();
             let total = groups.len();
             let (page, link) = paginate(groups, q, &url);
-            with_link(GhResp::ok(200, json!({"total_count": total, "runner_groups": page})), link)
+            with_link(
+                GhResp::ok(200, json!({"total_count": total, "runner_groups": page})),
+                link,
+            )
         }
         (_, ["repos", o, r, "actions", "runners", rest @ ..]) => {
             if !repo_exists(w, o, r) {
                 return GhResp::not_found();
             }
-            runners_route(w, ctx, m, Scope::Repo(format!("{o}/{r}")), rest, q, body, &url)
+            runners_route(
+                w,
+                ctx,
+                m,
+                Scope::Repo(format!("{o}/{r}")),
+                rest,
+                q,
+                body,
+                &url,
+            )
         }
         (_, ["orgs", o, "actions", "runners", rest @ ..]) => {
             if !org_exists(w, o) {
@@ -775,23 +979,29 @@ fn runners_route(
     match (m, rest) {
         ("GET", []) => {
             let name = qget(q, "name");
-            let runners: Vec<Value> = w
-                .gh
-                .runners
-                .values()
-                .filter(|r| r.scope == scope && name.is_none_or(|n| r.name == n))
-                .map(|r| w.runner_json(r))
-                .collect();
+            let runners: Vec<Value> =
+                w.gh.runners
+                    .values()
+                    .filter(|r| r.scope == scope && name.is_none_or(|n| r.name == n))
+                    .map(|r| w.runner_json(r))
+                    .collect();
             let total = runners.len();
             let (page, link) = paginate(runners, q, url);
-            with_link(GhResp::ok(200, json!({"total_count": total, "runners": page})), link)
+            with_link(
+                GhResp::ok(200, json!({"total_count": total, "runners": page})),
+                link,
+            )
         }
         ("GET", ["downloads"]) => GhResp::ok(200, ctx.example("runner-application-items")),
         ("POST", [kind @ ("registration-token" | "remove-token")]) => {
             let token = format!("A{}", w.random_string(28, ALNUM_UPPER));
             let ttl = Duration::from_secs(3600);
             w.gh.credentials.push(Credential {
-                kind: if *kind == "registration-token" { CredentialKind::RegistrationToken } else { CredentialKind::RemoveToken },
+                kind: if *kind == "registration-token" {
+                    CredentialKind::RegistrationToken
+                } else {
+                    CredentialKind::RemoveToken
+                },
                 scope,
                 secret: token.clone(),
                 runner_id: None,
@@ -800,36 +1010,67 @@ fn runners_route(
                 expires: now + ttl,
                 used: false,
             });
-            GhResp::ok(201, json!({"token": token, "expires_at": rfc3339(OffsetDateTime::now_utc() + ttl)}))
+            GhResp::ok(
+                201,
+                json!({"token": token, "expires_at": rfc3339(OffsetDateTime::now_utc() + ttl)}),
+            )
         }
         ("POST", ["generate-jitconfig"]) => {
             let Ok(req) = serde_json::from_slice::<Value>(body) else {
                 return GhResp::err(400, "Problems parsing JSON");
             };
             let name = req["name"].as_str().unwrap_or("").to_string();
-            let labels: Vec<String> =
-                req["labels"].as_array().map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_string)).collect()).unwrap_or_default();
+            let labels: Vec<String> = req["labels"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|l| l.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
             let Some(group) = req["runner_group_id"].as_u64() else {
-                return GhResp::err(422, "Invalid request.\n\n\"runner_group_id\" wasn't supplied.");
+                return GhResp::err(
+                    422,
+                    "Invalid request.\n\n\"runner_group_id\" wasn't supplied.",
+                );
             };
             if name.is_empty() {
                 return GhResp::err(422, "Invalid request.\n\n\"name\" wasn't supplied.");
             }
             if labels.is_empty() || labels.len() > 100 {
-                return GhResp::err(422, "Invalid request.\n\n\"labels\" must have between 1 and 100 items.");
+                return GhResp::err(
+                    422,
+                    "Invalid request.\n\n\"labels\" must have between 1 and 100 items.",
+                );
             }
             let group_ok = match scope {
                 Scope::Repo(_) => group == 1,
-                Scope::Org(_) => w.cfg.github.runner_groups.iter().any(|(id, _)| *id == group),
+                Scope::Org(_) => w
+                    .cfg
+                    .github
+                    .runner_groups
+                    .iter()
+                    .any(|(id, _)| *id == group),
             };
             if !group_ok {
                 return GhResp::not_found();
             }
-            if w.gh.runners.values().any(|r| r.scope == scope && r.name == name) {
-                return GhResp::err(409, &format!("Already exists - A runner with the name {name} already exists."));
+            if w.gh
+                .runners
+                .values()
+                .any(|r| r.scope == scope && r.name == name)
+            {
+                return GhResp::err(
+                    409,
+                    &format!("Already exists - A runner with the name {name} already exists."),
+                );
             }
             let id = w.next_gh_id();
-            let mut rl = vec![(w.label_id("self-hosted"), "self-hosted".to_string(), "read-only")];
+            let mut rl = vec![(
+                w.label_id("self-hosted"),
+                "self-hosted".to_string(),
+                "read-only",
+            )];
             for l in &labels {
                 if !rl.iter().any(|(_, n, _)| n.eq_ignore_ascii_case(l)) {
                     rl.push((w.label_id(l), l.clone(), "custom"));
@@ -865,22 +1106,42 @@ fn runners_route(
             w.gh.runners.insert(id, runner);
             GhResp::ok(201, json!({"runner": rj, "encoded_jit_config": encoded}))
         }
-        ("GET", [id]) => match id.parse::<u64>().ok().and_then(|id| w.gh.runners.get(&id)).filter(|r| r.scope == scope) {
+        ("GET", [id]) => match id
+            .parse::<u64>()
+            .ok()
+            .and_then(|id| w.gh.runners.get(&id))
+            .filter(|r| r.scope == scope)
+        {
             Some(r) => GhResp::ok(200, w.runner_json(r)),
             None => GhResp::not_found(),
         },
         ("DELETE", [id]) => {
-            let Some(r) = id.parse::<u64>().ok().and_then(|id| w.gh.runners.get(&id)).filter(|r| r.scope == scope) else {
+            let Some(r) = id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| w.gh.runners.get(&id))
+                .filter(|r| r.scope == scope)
+            else {
                 return GhResp::not_found();
             };
             if r.busy {
-                return GhResp::err(422, &format!("Bad request - Runner \"{}\" is still running a job\"", r.name));
+                return GhResp::err(
+                    422,
+                    &format!(
+                        "Bad request - Runner \"{}\" is still running a job\"",
+                        r.name
+                    ),
+                );
             }
             let rid = r.id;
             if let Some(r) = w.gh.runners.remove(&rid) {
                 w.gh.removed_runners.push((r.id, r.name));
             }
-            GhResp { status: 204, body: None, headers: Vec::new() }
+            GhResp {
+                status: 204,
+                body: None,
+                headers: Vec::new(),
+            }
         }
         _ => GhResp::not_found(),
     }

@@ -46,7 +46,7 @@ impl World {
             r.job.take()
         });
         if let Some(job_id) = job {
-            self.finish_job(job_id, "failure");
+            self.finish_job(job_id, "failure", Instant::now());
         }
     }
 
@@ -64,7 +64,8 @@ impl World {
     }
 
     fn tick_guest(&mut self, vmid: u32, now: Instant) {
-        let (phase, boot_at, next_at) = match self.pve.vms.get(&vmid).and_then(|v| v.guest.as_ref()) {
+        let (phase, boot_at, next_at) = match self.pve.vms.get(&vmid).and_then(|v| v.guest.as_ref())
+        {
             Some(g) => (g.phase.clone(), g.boot_at, g.next_at),
             None => return,
         };
@@ -78,7 +79,11 @@ impl World {
                 let os = self.pve.vms.get(&vmid).map(|v| v.os);
                 let mut label_ids = Vec::new();
                 if let Some(os) = os {
-                    label_ids.push((self.label_id(os.label()), os.label().to_string(), "read-only"));
+                    label_ids.push((
+                        self.label_id(os.label()),
+                        os.label().to_string(),
+                        "read-only",
+                    ));
                     label_ids.push((self.label_id("X64"), "X64".to_string(), "read-only"));
                 }
                 match self.gh.runners.get_mut(&runner_id) {
@@ -86,23 +91,31 @@ impl World {
                         r.online = true;
                         r.os = os;
                         for l in label_ids {
-                            if !r.labels.iter().any(|(_, n, _)| n.eq_ignore_ascii_case(&l.1)) {
+                            if !r
+                                .labels
+                                .iter()
+                                .any(|(_, n, _)| n.eq_ignore_ascii_case(&l.1))
+                            {
                                 r.labels.push(l);
                             }
                         }
                         self.set_phase(vmid, GuestPhase::Online { runner_id }, None);
                     }
                     None => {
-                        self.set_phase(vmid, GuestPhase::CredentialRejected("runner registration was deleted".into()), None);
+                        self.set_phase(
+                            vmid,
+                            GuestPhase::CredentialRejected(
+                                "runner registration was deleted".into(),
+                            ),
+                            None,
+                        );
                     }
                 }
             }
-            GuestPhase::Online { runner_id } => {
-                if !self.gh.runners.contains_key(&runner_id) {
-                    // ephemeral runner removed after its job (or deleted): the runner process exits
-                    let off = now + self.cfg.timing.poweroff;
-                    self.set_phase(vmid, GuestPhase::PoweringOff, Some(off));
-                }
+            GuestPhase::Online { runner_id } if !self.gh.runners.contains_key(&runner_id) => {
+                // ephemeral runner removed after its job (or deleted): the runner process exits
+                let off = now + self.cfg.timing.poweroff;
+                self.set_phase(vmid, GuestPhase::PoweringOff, Some(off));
             }
             GuestPhase::PoweringOff if next_at.is_some_and(|t| now >= t) => self.power_off(vmid),
             _ => {}
@@ -117,9 +130,13 @@ impl World {
     }
 
     fn look_for_credential(&mut self, vmid: u32, now: Instant) {
-        let Some(vm) = self.pve.vms.get_mut(&vmid) else { return };
+        let Some(vm) = self.pve.vms.get_mut(&vmid) else {
+            return;
+        };
         let jit_path = vm.os.jit_path();
-        let vm_name = vm.name().map_or_else(|| format!("vm-{vmid}"), str::to_string);
+        let vm_name = vm
+            .name()
+            .map_or_else(|| format!("vm-{vmid}"), str::to_string);
         let reg_labels = vm.registration_labels.clone();
         let Some(g) = vm.guest.as_mut() else { return };
         // the path unit reads and deletes an agent-written file; cloud-init's write_files comes first at boot
@@ -141,7 +158,8 @@ impl World {
                 Some(c) if c.used => Err("JIT config already used".to_string()),
                 Some(c) => {
                     c.used = true;
-                    c.runner_id.ok_or_else(|| "JIT config without runner".to_string())
+                    c.runner_id
+                        .ok_or_else(|| "JIT config without runner".to_string())
                 }
             };
             match outcome {
@@ -153,7 +171,11 @@ impl World {
                     }
                     self.set_phase(vmid, GuestPhase::Connecting { runner_id: rid }, Some(at));
                 }
-                Ok(_) => self.set_phase(vmid, GuestPhase::CredentialRejected("runner registration was deleted".into()), None),
+                Ok(_) => self.set_phase(
+                    vmid,
+                    GuestPhase::CredentialRejected("runner registration was deleted".into()),
+                    None,
+                ),
                 Err(e) => self.set_phase(vmid, GuestPhase::CredentialRejected(e), None),
             }
             return;
@@ -164,22 +186,49 @@ impl World {
             .gh
             .credentials
             .iter()
-            .find(|c| c.kind == CredentialKind::RegistrationToken && c.expires > now && ud.contains(&c.secret))
+            .find(|c| {
+                c.kind == CredentialKind::RegistrationToken
+                    && c.expires > now
+                    && ud.contains(&c.secret)
+            })
             .map(|c| c.scope.clone());
         let Some(scope) = token else { return };
-        if self.gh.runners.values().any(|r| r.name == vm_name && r.scope == scope) {
-            self.set_phase(vmid, GuestPhase::CredentialRejected("a runner exists with the same name".into()), None);
+        if self
+            .gh
+            .runners
+            .values()
+            .any(|r| r.name == vm_name && r.scope == scope)
+        {
+            self.set_phase(
+                vmid,
+                GuestPhase::CredentialRejected("a runner exists with the same name".into()),
+                None,
+            );
             return;
         }
         let id = self.next_gh_id();
         let mut labels = Vec::new();
         for l in reg_labels {
             let lid = self.label_id(&l);
-            let ty = if l.eq_ignore_ascii_case("self-hosted") { "read-only" } else { "custom" };
+            let ty = if l.eq_ignore_ascii_case("self-hosted") {
+                "read-only"
+            } else {
+                "custom"
+            };
             labels.push((lid, l, ty));
         }
-        if !labels.iter().any(|(_, n, _)| n.eq_ignore_ascii_case("self-hosted")) {
-            labels.insert(0, (self.label_id("self-hosted"), "self-hosted".into(), "read-only"));
+        if !labels
+            .iter()
+            .any(|(_, n, _)| n.eq_ignore_ascii_case("self-hosted"))
+        {
+            labels.insert(
+                0,
+                (
+                    self.label_id("self-hosted"),
+                    "self-hosted".into(),
+                    "read-only",
+                ),
+            );
         }
         self.gh.runners.insert(
             id,
@@ -212,9 +261,20 @@ mod tests {
     #[test]
     fn reads_write_files() {
         let ud = "#cloud-config\nhostname: r1\nwrite_files:\n  - path: /var/lib/actions-runner-jit/jitconfig\n    permissions: '0600'\n    content: |\n      abc==\nruncmd:\n  - [systemctl, start, --wait, actions-runner-jit.service]\n";
-        assert_eq!(user_data_file(ud, crate::LINUX_JIT_PATH).as_deref().map(str::trim), Some("abc=="));
+        assert_eq!(
+            user_data_file(ud, crate::LINUX_JIT_PATH)
+                .as_deref()
+                .map(str::trim),
+            Some("abc==")
+        );
         let ud = "#cloud-config\nwrite_files:\n- path: /var/lib/actions-runner-jit/jitconfig\n  encoding: b64\n  content: aGVsbG8=\n";
-        assert_eq!(user_data_file(ud, crate::LINUX_JIT_PATH).as_deref(), Some("hello"));
-        assert_eq!(user_data_file("#cloud-config\n", crate::LINUX_JIT_PATH), None);
+        assert_eq!(
+            user_data_file(ud, crate::LINUX_JIT_PATH).as_deref(),
+            Some("hello")
+        );
+        assert_eq!(
+            user_data_file("#cloud-config\n", crate::LINUX_JIT_PATH),
+            None
+        );
     }
 }

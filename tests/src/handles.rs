@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use crate::github::JobSpec;
 use crate::server::ServerSlot;
 use crate::world::{
-    Container, CreatedVm, CredentialKind, GuestPhase, JobStatus, Mutation, Runner, Scope, Service, Unavailable, Vm,
-    VmEvent, VmEventKind,
+    Container, CreatedVm, CredentialKind, GuestPhase, JobStatus, Mutation, Runner, Scope, Service,
+    Unavailable, Vm, VmEvent, VmEventKind,
 };
 use crate::{Error, Os, Shared};
 
@@ -135,8 +135,16 @@ fn vm_view(vm: &Vm) -> VmView {
 }
 
 impl PveHandle {
-    pub(crate) fn new(shared: Arc<Shared>, server: Arc<tokio::sync::Mutex<ServerSlot>>, url: String) -> Self {
-        Self { shared, server, url }
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        server: Arc<tokio::sync::Mutex<ServerSlot>>,
+        url: String,
+    ) -> Self {
+        Self {
+            shared,
+            server,
+            url,
+        }
     }
 
     /// `http://127.0.0.1:PORT/api2/json`.
@@ -156,17 +164,26 @@ impl PveHandle {
 
     /// VMs whose name starts with `prefix`.
     pub fn vms_with_prefix(&self, prefix: &str) -> Vec<VmView> {
-        self.vms().into_iter().filter(|v| v.name.as_deref().is_some_and(|n| n.starts_with(prefix))).collect()
+        self.vms()
+            .into_iter()
+            .filter(|v| v.name.as_deref().is_some_and(|n| n.starts_with(prefix)))
+            .collect()
     }
 
     /// Adds a foreign VM (any VMID, any node). Fails if the VMID is taken.
     pub fn add_vm(&self, spec: VmSpec) -> Result<(), Error> {
         let mut w = self.shared.lock();
         if !w.pve.nodes.contains(&spec.node) {
-            return Err(Error::Config(format!("add_vm {}: unknown node '{}'", spec.vmid, spec.node)));
+            return Err(Error::Config(format!(
+                "add_vm {}: unknown node '{}'",
+                spec.vmid, spec.node
+            )));
         }
         if w.pve.vms.contains_key(&spec.vmid) || w.pve.cts.contains_key(&spec.vmid) {
-            return Err(Error::Config(format!("add_vm: vmid {} is taken", spec.vmid)));
+            return Err(Error::Config(format!(
+                "add_vm: vmid {} is taken",
+                spec.vmid
+            )));
         }
         let mut config = BTreeMap::from([
             ("name".to_string(), spec.name.clone()),
@@ -177,7 +194,8 @@ impl PveHandle {
             config.insert("template".into(), "1".into());
         }
         if let Some(t) = &spec.tags {
-            let t = crate::pve::normalize_tags(t).map_err(|e| Error::Config(format!("add_vm {} tags: {e}", spec.vmid)))?;
+            let t = crate::pve::normalize_tags(t)
+                .map_err(|e| Error::Config(format!("add_vm {} tags: {e}", spec.vmid)))?;
             config.insert("tags".into(), t);
         }
         if let Some(d) = &spec.description {
@@ -218,12 +236,28 @@ impl PveHandle {
     }
 
     /// Adds an LXC container (it holds its VMID cluster-wide and shows up in `/cluster/resources`).
-    pub fn add_container(&self, vmid: u32, node: &str, name: &str, running: bool) -> Result<(), Error> {
+    pub fn add_container(
+        &self,
+        vmid: u32,
+        node: &str,
+        name: &str,
+        running: bool,
+    ) -> Result<(), Error> {
         let mut w = self.shared.lock();
         if w.pve.vms.contains_key(&vmid) || w.pve.cts.contains_key(&vmid) {
-            return Err(Error::Config(format!("add_container: vmid {vmid} is taken")));
+            return Err(Error::Config(format!(
+                "add_container: vmid {vmid} is taken"
+            )));
         }
-        w.pve.cts.insert(vmid, Container { vmid, node: node.to_string(), name: name.to_string(), running });
+        w.pve.cts.insert(
+            vmid,
+            Container {
+                vmid,
+                node: node.to_string(),
+                name: name.to_string(),
+                running,
+            },
+        );
         Ok(())
     }
 
@@ -282,7 +316,10 @@ impl PveHandle {
 
     /// Mutating requests on one VMID.
     pub fn mutations_on(&self, vmid: u32) -> Vec<Mutation> {
-        self.mutations().into_iter().filter(|m| m.vmid == vmid).collect()
+        self.mutations()
+            .into_iter()
+            .filter(|m| m.vmid == vmid)
+            .collect()
     }
 
     /// Every VM state change, in order.
@@ -303,11 +340,19 @@ impl PveHandle {
 
     /// Peak concurrency of VMs whose name satisfies `pred`; `count_stopped` also counts VMs that ran and stopped.
     pub fn max_concurrent_by(&self, pred: impl Fn(&str) -> bool, count_stopped: bool) -> usize {
-        self.concurrency_timeline(pred, count_stopped).into_iter().map(|(_, n)| n).max().unwrap_or(0)
+        self.concurrency_timeline(pred, count_stopped)
+            .into_iter()
+            .map(|(_, n)| n)
+            .max()
+            .unwrap_or(0)
     }
 
     /// `(time since start, count)` after every VM event, for VMs whose name satisfies `pred`.
-    pub fn concurrency_timeline(&self, pred: impl Fn(&str) -> bool, count_stopped: bool) -> Vec<(Duration, usize)> {
+    pub fn concurrency_timeline(
+        &self,
+        pred: impl Fn(&str) -> bool,
+        count_stopped: bool,
+    ) -> Vec<(Duration, usize)> {
         let events = self.events();
         let mut alive: BTreeMap<u32, (Option<String>, bool, bool)> = BTreeMap::new();
         let mut out = Vec::with_capacity(events.len());
@@ -360,7 +405,11 @@ impl PveHandle {
 
     /// Requests to one templated endpoint (all statuses), e.g. `("POST", "/nodes/{node}/qemu/{vmid}/clone")`.
     pub fn request_count(&self, method: &str, endpoint: &str) -> u64 {
-        self.requests().iter().filter(|((m, e, _), _)| m == method && e == endpoint).map(|(_, v)| v).sum()
+        self.requests()
+            .iter()
+            .filter(|((m, e, _), _)| m == method && e == endpoint)
+            .map(|(_, v)| v)
+            .sum()
     }
 }
 
@@ -511,8 +560,7 @@ impl GitHubHandle {
     pub fn jobs(&self) -> Vec<JobView> {
         let w = self.shared.lock();
         let start = w.start;
-        w.gh
-            .jobs
+        w.gh.jobs
             .values()
             .map(|j| JobView {
                 id: j.id,
@@ -538,12 +586,20 @@ impl GitHubHandle {
 
     /// Jobs with a status.
     pub fn jobs_with_status(&self, status: JobStatus) -> Vec<JobView> {
-        self.jobs().into_iter().filter(|j| j.status == status).collect()
+        self.jobs()
+            .into_iter()
+            .filter(|j| j.status == status)
+            .collect()
     }
 
     /// Whether every job completed.
     pub fn all_jobs_completed(&self) -> bool {
-        self.shared.lock().gh.jobs.values().all(|j| j.status == JobStatus::Completed)
+        self.shared
+            .lock()
+            .gh
+            .jobs
+            .values()
+            .all(|j| j.status == JobStatus::Completed)
     }
 
     /// Every run.
@@ -565,7 +621,13 @@ impl GitHubHandle {
 
     /// Current runner registrations.
     pub fn runners(&self) -> Vec<RunnerView> {
-        self.shared.lock().gh.runners.values().map(runner_view).collect()
+        self.shared
+            .lock()
+            .gh
+            .runners
+            .values()
+            .map(runner_view)
+            .collect()
     }
 
     /// Runners removed so far (ephemeral after their job, or deleted through the API): `(id, name)`.
@@ -576,8 +638,7 @@ impl GitHubHandle {
     /// Every credential issued.
     pub fn credentials(&self) -> Vec<CredentialView> {
         let w = self.shared.lock();
-        w.gh
-            .credentials
+        w.gh.credentials
             .iter()
             .map(|c| CredentialView {
                 kind: c.kind,
@@ -593,14 +654,29 @@ impl GitHubHandle {
     /// asserts none of them appears in the dispatcher's output.
     pub fn issued_secrets(&self) -> Vec<String> {
         let w = self.shared.lock();
-        w.gh.credentials.iter().map(|c| c.secret.clone()).chain(w.gh.install_tokens.iter().cloned()).collect()
+        w.gh.credentials
+            .iter()
+            .map(|c| c.secret.clone())
+            .chain(w.gh.install_tokens.iter().cloned())
+            .collect()
     }
 
     /// Registers a runner directly (a runner not made by the dispatcher). Returns its id.
-    pub fn add_runner(&self, scope: Scope, name: &str, labels: &[&str], online: bool, ephemeral: bool) -> u64 {
+    pub fn add_runner(
+        &self,
+        scope: Scope,
+        name: &str,
+        labels: &[&str],
+        online: bool,
+        ephemeral: bool,
+    ) -> u64 {
         let mut w = self.shared.lock();
         let id = w.next_gh_id();
-        let mut ls = vec![(w.label_id("self-hosted"), "self-hosted".to_string(), "read-only")];
+        let mut ls = vec![(
+            w.label_id("self-hosted"),
+            "self-hosted".to_string(),
+            "read-only",
+        )];
         for l in labels {
             if !ls.iter().any(|(_, n, _)| n.eq_ignore_ascii_case(l)) {
                 ls.push((w.label_id(l), (*l).to_string(), "custom"));
@@ -671,6 +747,10 @@ impl GitHubHandle {
 
     /// Requests to one templated endpoint (all statuses), e.g. `("GET", "/repos/{owner}/{repo}/actions/runs")`.
     pub fn request_count(&self, method: &str, endpoint: &str) -> u64 {
-        self.requests().iter().filter(|((m, e, _), _)| m == method && e == endpoint).map(|(_, v)| v).sum()
+        self.requests()
+            .iter()
+            .filter(|((m, e, _), _)| m == method && e == endpoint)
+            .map(|(_, v)| v)
+            .sum()
     }
 }

@@ -48,16 +48,18 @@ use axum::Router;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-pub use config::{AppSpec, Faults, GitHubConfig, Os, PveConfig, SimConfig, StorageSpec, TemplateSpec, Timing};
+pub use config::{
+    AppSpec, Faults, GitHubConfig, Os, PveConfig, SimConfig, StorageSpec, TemplateSpec, Timing,
+};
 pub use github::JobSpec;
 pub use handles::{
-    CredentialView, GitHubHandle, GuestView, JobView, PveHandle, QueuedRun, RunView, RunnerView, TaskView, VmSpec,
-    VmView,
+    CredentialView, GitHubHandle, GuestView, JobView, PveHandle, QueuedRun, RunView, RunnerView,
+    TaskView, VmSpec, VmView,
 };
 pub use schema::{APIDATA_ENV, default_apidata_path};
 pub use world::{
-    CreatedVm, CredentialKind, GuestPhase, JobStatus, Mutation, RequestKey, Scope, Service, Unavailable, VmEvent,
-    VmEventKind,
+    CreatedVm, CredentialKind, GuestPhase, JobStatus, Mutation, RequestKey, Scope, Service,
+    Unavailable, VmEvent, VmEventKind,
 };
 
 use crate::server::ServerSlot;
@@ -67,6 +69,10 @@ use crate::world::{Storage, Vm, World};
 pub const LINUX_JIT_PATH: &str = "/var/lib/actions-runner-jit/jitconfig";
 /// Guest-contract path of the JIT config on Windows.
 pub const WINDOWS_JIT_PATH: &str = r"C:\ProgramData\actions-runner-jit\jitconfig";
+/// Private key (PKCS#1 PEM) of [`AppSpec::test_app`]: a throwaway key for tests only.
+pub const TEST_APP_PRIVATE_KEY_PEM: &str = include_str!("fixtures/sim-app-private-key.pem");
+/// Public key of [`AppSpec::test_app`].
+pub const TEST_APP_PUBLIC_KEY_PEM: &str = include_str!("fixtures/sim-app-public-key.pem");
 /// Environment variable that overrides where `github-actions-runners.openapi.json` is read from.
 pub const OPENAPI_ENV: &str = "GITHUB_OPENAPI_JSON";
 
@@ -126,15 +132,24 @@ pub fn default_openapi_path() -> PathBuf {
     if let Ok(p) = std::env::var(OPENAPI_ENV) {
         return PathBuf::from(p);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/api/github-actions-runners.openapi.json")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/api/github-actions-runners.openapi.json")
 }
 
 fn load_examples(path: &Path) -> Result<BTreeMap<String, Value>, Error> {
-    let err = |reason: String| Error::Schema { path: path.display().to_string(), reason };
+    let err = |reason: String| Error::Schema {
+        path: path.display().to_string(),
+        reason,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
-    let ex = v["rest"]["components"]["examples"].as_object().ok_or_else(|| err("no rest.components.examples".into()))?;
-    Ok(ex.iter().map(|(k, v)| (k.clone(), v["value"].clone())).collect())
+    let ex = v["rest"]["components"]["examples"]
+        .as_object()
+        .ok_or_else(|| err("no rest.components.examples".into()))?;
+    Ok(ex
+        .iter()
+        .map(|(k, v)| (k.clone(), v["value"].clone()))
+        .collect())
 }
 
 /// A running simulation. Dropping it aborts the servers; prefer [`Sim::shutdown`].
@@ -154,7 +169,12 @@ impl Sim {
     /// Validates the config, loads the API data, binds both servers and starts the ticker.
     pub async fn start(cfg: SimConfig) -> Result<Self, Error> {
         validate(&cfg)?;
-        let schema = schema::Schema::load(&cfg.pve.apidata_path.clone().unwrap_or_else(default_apidata_path))?;
+        let schema = schema::Schema::load(
+            &cfg.pve
+                .apidata_path
+                .clone()
+                .unwrap_or_else(default_apidata_path),
+        )?;
         let examples = load_examples(&default_openapi_path())?;
         let mut world = World::new(cfg.clone());
         let mut tmp = None;
@@ -164,24 +184,38 @@ impl Sim {
                 Some(p) => p.clone(),
                 None => {
                     if tmp.is_none() {
-                        tmp = Some(tempfile::Builder::new().prefix("pve-sim-").tempdir().map_err(|e| Error::Storage {
-                            path: std::env::temp_dir().display().to_string(),
-                            source: e,
-                        })?);
+                        tmp = Some(
+                            tempfile::Builder::new()
+                                .prefix("pve-sim-")
+                                .tempdir()
+                                .map_err(|e| Error::Storage {
+                                    path: std::env::temp_dir().display().to_string(),
+                                    source: e,
+                                })?,
+                        );
                     }
-                    let base = tmp.as_ref().map_or_else(std::env::temp_dir, |t| t.path().to_path_buf());
+                    let base = tmp
+                        .as_ref()
+                        .map_or_else(std::env::temp_dir, |t| t.path().to_path_buf());
                     base.join(&s.id)
                 }
             };
             if s.content.iter().any(|c| c == "snippets") {
                 let dir = root.join("snippets");
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| Error::Storage { path: dir.display().to_string(), source: e })?;
+                std::fs::create_dir_all(&dir).map_err(|e| Error::Storage {
+                    path: dir.display().to_string(),
+                    source: e,
+                })?;
                 if snippets_dir.is_none() {
                     snippets_dir = Some(dir);
                 }
             }
-            world.pve.storages.push(Storage { id: s.id.clone(), content: s.content.clone(), root, shared: s.shared });
+            world.pve.storages.push(Storage {
+                id: s.id.clone(),
+                content: s.content.clone(),
+                root,
+                shared: s.shared,
+            });
         }
         world.pve.nodes = cfg.pve.nodes.clone();
         for t in &cfg.pve.templates {
@@ -190,10 +224,22 @@ impl Sim {
             config.insert("template".to_string(), "1".to_string());
             config.insert("memory".to_string(), "4096".to_string());
             config.insert("cores".to_string(), "2".to_string());
-            config.insert("ostype".to_string(), if t.os == Os::Linux { "l26" } else { "win11" }.to_string());
-            config.insert("scsi0".to_string(), format!("local-lvm:base-{}-disk-0,size=32G", t.vmid));
-            config.insert("ide2".to_string(), format!("local-lvm:vm-{}-cloudinit,media=cdrom", t.vmid));
-            config.insert("net0".to_string(), "virtio=BC:24:11:00:00:01,bridge=vmbr0".to_string());
+            config.insert(
+                "ostype".to_string(),
+                if t.os == Os::Linux { "l26" } else { "win11" }.to_string(),
+            );
+            config.insert(
+                "scsi0".to_string(),
+                format!("local-lvm:base-{}-disk-0,size=32G", t.vmid),
+            );
+            config.insert(
+                "ide2".to_string(),
+                format!("local-lvm:vm-{}-cloudinit,media=cdrom", t.vmid),
+            );
+            config.insert(
+                "net0".to_string(),
+                "virtio=BC:24:11:00:00:01,bridge=vmbr0".to_string(),
+            );
             if t.agent {
                 config.insert("agent".to_string(), "1".to_string());
             }
@@ -225,9 +271,18 @@ impl Sim {
         let now = Instant::now();
         world.take_snapshot(now);
         world.tick_github(now);
-        let shared = Arc::new(Shared { world: Mutex::new(world), schema, examples, github_base: OnceLock::new() });
-        let pve_router = Router::new().fallback(pve::handle).with_state(shared.clone());
-        let gh_router = Router::new().fallback(github::handle).with_state(shared.clone());
+        let shared = Arc::new(Shared {
+            world: Mutex::new(world),
+            schema,
+            examples,
+            github_base: OnceLock::new(),
+        });
+        let pve_router = Router::new()
+            .fallback(pve::handle)
+            .with_state(shared.clone());
+        let gh_router = Router::new()
+            .fallback(github::handle)
+            .with_state(shared.clone());
         let pve_slot = ServerSlot::start(pve_router).await?;
         let gh_slot = ServerSlot::start(gh_router).await?;
         let pve_url = format!("http://{}/api2/json", pve_slot.addr);
@@ -273,12 +328,19 @@ impl Sim {
     /// The value of the `Authorization` header the simulated PVE accepts.
     pub fn pve_auth_header(&self) -> String {
         let w = self.shared.lock();
-        format!("PVEAPIToken={}={}", w.cfg.pve.token_id, w.cfg.pve.token_secret)
+        format!(
+            "PVEAPIToken={}={}",
+            w.cfg.pve.token_id, w.cfg.pve.token_secret
+        )
     }
 
     /// Steer and inspect the Proxmox side.
     pub fn pve(&self) -> PveHandle {
-        PveHandle::new(self.shared.clone(), self.pve_server.clone(), self.pve_url.clone())
+        PveHandle::new(
+            self.shared.clone(),
+            self.pve_server.clone(),
+            self.pve_url.clone(),
+        )
     }
 
     /// Steer and inspect the GitHub side.
@@ -293,7 +355,13 @@ impl Sim {
 
     /// Sum of the counters of one service.
     pub fn total_requests(&self, service: Service) -> u64 {
-        self.shared.lock().counters.iter().filter(|(k, _)| k.service == service).map(|(_, v)| v).sum()
+        self.shared
+            .lock()
+            .counters
+            .iter()
+            .filter(|(k, _)| k.service == service)
+            .map(|(_, v)| v)
+            .sum()
     }
 
     /// Time since the simulation started (the clock of every `Duration` timestamp in views and events).
@@ -336,30 +404,53 @@ fn validate(cfg: &SimConfig) -> Result<(), Error> {
     let mut seen = std::collections::BTreeSet::new();
     for t in &cfg.pve.templates {
         if !cfg.pve.nodes.contains(&t.node) {
-            return Err(Error::Config(format!("template {} ({}): node '{}' is not in pve.nodes", t.vmid, t.name, t.node)));
+            return Err(Error::Config(format!(
+                "template {} ({}): node '{}' is not in pve.nodes",
+                t.vmid, t.name, t.node
+            )));
         }
         if !seen.insert(t.vmid) {
-            return Err(Error::Config(format!("template vmid {} appears twice", t.vmid)));
+            return Err(Error::Config(format!(
+                "template vmid {} appears twice",
+                t.vmid
+            )));
         }
         if t.vmid < 100 {
-            return Err(Error::Config(format!("template vmid {} is below 100", t.vmid)));
+            return Err(Error::Config(format!(
+                "template vmid {} is below 100",
+                t.vmid
+            )));
         }
     }
     if cfg.pve.clone_slots == 0 {
         return Err(Error::Config("pve.clone_slots must be at least 1".into()));
     }
     for (name, p) in [
-        ("faults.pve_write_error_rate", cfg.faults.pve_write_error_rate),
-        ("faults.pve_lost_response_rate", cfg.faults.pve_lost_response_rate),
-        ("faults.clone_lock_failure_rate", cfg.faults.clone_lock_failure_rate),
+        (
+            "faults.pve_write_error_rate",
+            cfg.faults.pve_write_error_rate,
+        ),
+        (
+            "faults.pve_lost_response_rate",
+            cfg.faults.pve_lost_response_rate,
+        ),
+        (
+            "faults.clone_lock_failure_rate",
+            cfg.faults.clone_lock_failure_rate,
+        ),
         ("faults.github_502_rate", cfg.faults.github_502_rate),
     ] {
         if !(0.0..=1.0).contains(&p) {
-            return Err(Error::Config(format!("{name} = {p} is not within 0.0..=1.0")));
+            return Err(Error::Config(format!(
+                "{name} = {p} is not within 0.0..=1.0"
+            )));
         }
     }
     if cfg.pve.token_id.split_once('!').is_none() || !cfg.pve.token_id.contains('@') {
-        return Err(Error::Config(format!("pve.token_id '{}' is not USER@REALM!TOKENID", cfg.pve.token_id)));
+        return Err(Error::Config(format!(
+            "pve.token_id '{}' is not USER@REALM!TOKENID",
+            cfg.pve.token_id
+        )));
     }
     Ok(())
 }

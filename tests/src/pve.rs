@@ -17,7 +17,8 @@ use crate::config::Faults;
 use crate::schema::valid_tag;
 use crate::server::set_reason;
 use crate::world::{
-    CreatedVm, GuestPhase, Mutation, Service, SnapEntry, Task, TaskEffect, Unavailable, Vm, VmEventKind, World,
+    CreatedVm, GuestPhase, Mutation, Service, SnapEntry, Task, TaskEffect, Unavailable, Vm,
+    VmEventKind, World,
 };
 
 /// A PVE error answer.
@@ -30,13 +31,21 @@ pub(crate) struct ApiErr {
 
 impl ApiErr {
     fn new(status: u16, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), errors: None }
+        Self {
+            status,
+            message: message.into(),
+            errors: None,
+        }
     }
     fn internal(message: impl Into<String>) -> Self {
         Self::new(500, message)
     }
     fn params(errors: BTreeMap<String, String>) -> Self {
-        Self { status: 400, message: "Parameter verification failed.".into(), errors: Some(errors) }
+        Self {
+            status: 400,
+            message: "Parameter verification failed.".into(),
+            errors: Some(errors),
+        }
     }
     fn param(name: &str, msg: impl Into<String>) -> Self {
         Self::params(BTreeMap::from([(name.to_string(), msg.into())]))
@@ -48,13 +57,18 @@ type ApiResult = Result<Value, ApiErr>;
 
 fn respond(result: ApiResult) -> (u16, Response) {
     match result {
-        Ok(v) => (200, (StatusCode::OK, axum::Json(json!({ "data": v }))).into_response()),
+        Ok(v) => (
+            200,
+            (StatusCode::OK, axum::Json(json!({ "data": v }))).into_response(),
+        ),
         Err(e) => {
-            let mut body = json!({ "data": null, "message": format!("{}\n", e.message.trim_end()) });
+            let mut body =
+                json!({ "data": null, "message": format!("{}\n", e.message.trim_end()) });
             if let Some(errs) = &e.errors {
                 body["errors"] = json!(errs);
             }
-            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status =
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = (status, axum::Json(body)).into_response();
             set_reason(&mut resp, &e.message);
             (e.status, resp)
@@ -62,7 +76,11 @@ fn respond(result: ApiResult) -> (u16, Response) {
     }
 }
 
-fn parse_params(uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Result<(Params, BTreeMap<String, bool>), ApiErr> {
+fn parse_params(
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Params, BTreeMap<String, bool>), ApiErr> {
     let mut params = Params::new();
     let mut json_bools = BTreeMap::new();
     if let Some(q) = uri.query() {
@@ -109,7 +127,9 @@ fn percent_decode(path: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(b) = hex {
                 out.push(b);
                 i += 3;
@@ -141,8 +161,12 @@ pub(crate) async fn handle(
             w.pve.unavailable,
         )
     };
-    let endpoint_guess = sh.schema.match_path(&m, path.strip_prefix("/api2/json").unwrap_or(&path));
-    let endpoint_name = endpoint_guess.as_ref().map_or_else(|| path.clone(), |mt| mt.template.clone());
+    let endpoint_guess = sh
+        .schema
+        .match_path(&m, path.strip_prefix("/api2/json").unwrap_or(&path));
+    let endpoint_name = endpoint_guess
+        .as_ref()
+        .map_or_else(|| path.clone(), |mt| mt.template.clone());
     let finish = |status: u16, resp: Response| {
         sh.lock().count(Service::Pve, &m, &endpoint_name, status);
         resp
@@ -153,15 +177,24 @@ pub(crate) async fn handle(
     }
     // token auth
     let expected = format!("PVEAPIToken={token_id}={token_secret}");
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     if auth != Some(expected.as_str()) {
         tokio::time::sleep(auth_delay).await;
-        let msg = if auth.is_none() { "No ticket" } else { "authentication failure" };
+        let msg = if auth.is_none() {
+            "No ticket"
+        } else {
+            "authentication failure"
+        };
         let (s, r) = respond(Err(ApiErr::new(401, msg)));
         return finish(s, r);
     }
     let Some(api_path) = path.strip_prefix("/api2/json") else {
-        let (s, r) = respond(Err(ApiErr::new(501, format!("Method '{m} {path}' not implemented"))));
+        let (s, r) = respond(Err(ApiErr::new(
+            501,
+            format!("Method '{m} {path}' not implemented"),
+        )));
         return finish(s, r);
     };
     let not_impl = || ApiErr::new(501, format!("Method '{m} {api_path}' not implemented"));
@@ -199,7 +232,10 @@ pub(crate) async fn handle(
             Err(if w.fault(0.5) {
                 ApiErr::new(500, "got timeout")
             } else {
-                ApiErr::new(595, "Errors during connection establishment, proxy handshake failed")
+                ApiErr::new(
+                    595,
+                    "Errors during connection establishment, proxy handshake failed",
+                )
             })
         } else {
             let r = w.pve_dispatch(&m, &template, &params);
@@ -210,19 +246,18 @@ pub(crate) async fn handle(
             }
         };
         let (status, resp) = respond(result);
-        let destructive = is_write && template.contains("{vmid}") && !template.ends_with("/clone") && !agent_call;
-        if destructive {
-            if let Some(vmid) = params.get("vmid").and_then(|v| v.parse().ok()) {
-                let at = w.since_start();
-                w.pve.mutations.push(Mutation {
-                    at,
-                    method: m.clone(),
-                    endpoint: template.clone(),
-                    vmid,
-                    node: params.get("node").cloned().unwrap_or_default(),
-                    status,
-                });
-            }
+        let destructive =
+            is_write && template.contains("{vmid}") && !template.ends_with("/clone") && !agent_call;
+        if destructive && let Some(vmid) = params.get("vmid").and_then(|v| v.parse().ok()) {
+            let at = w.since_start();
+            w.pve.mutations.push(Mutation {
+                at,
+                method: m.clone(),
+                endpoint: template.clone(),
+                vmid,
+                node: params.get("node").cloned().unwrap_or_default(),
+                status,
+            });
         }
         (status, resp)
     };
@@ -263,16 +298,25 @@ fn digest(config: &BTreeMap<String, String>) -> String {
     hex::encode(h.finalize())[..40].to_string()
 }
 
-const NUMERIC_CONFIG_KEYS: &[&str] = &["template", "cores", "sockets", "onboot", "protection", "numa", "balloon", "vcpus"];
+const NUMERIC_CONFIG_KEYS: &[&str] = &[
+    "template",
+    "cores",
+    "sockets",
+    "onboot",
+    "protection",
+    "numa",
+    "balloon",
+    "vcpus",
+];
 
 fn config_json(vm: &Vm) -> Value {
     let mut obj = serde_json::Map::new();
     for (k, v) in &vm.config {
-        if NUMERIC_CONFIG_KEYS.contains(&k.as_str()) {
-            if let Ok(n) = v.parse::<i64>() {
-                obj.insert(k.clone(), json!(n));
-                continue;
-            }
+        if NUMERIC_CONFIG_KEYS.contains(&k.as_str())
+            && let Ok(n) = v.parse::<i64>()
+        {
+            obj.insert(k.clone(), json!(n));
+            continue;
         }
         obj.insert(k.clone(), json!(v));
     }
@@ -298,7 +342,9 @@ impl World {
         self.check_node(node)?;
         match self.pve.vms.get(&vmid) {
             Some(vm) if vm.node == node => Ok(vm),
-            _ => Err(ApiErr::internal(format!("Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"))),
+            _ => Err(ApiErr::internal(format!(
+                "Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"
+            ))),
         }
     }
 
@@ -319,7 +365,8 @@ impl World {
         let pstart = 1_000_000 + u64::from(pid) * 3;
         let starttime = time::OffsetDateTime::now_utc().unix_timestamp();
         let user = self.token_user();
-        let upid = format!("UPID:{node}:{pid:08X}:{pstart:08X}:{starttime:08X}:{kind}:{id}:{user}:");
+        let upid =
+            format!("UPID:{node}:{pid:08X}:{pstart:08X}:{starttime:08X}:{kind}:{id}:{user}:");
         let task = Task {
             upid: upid.clone(),
             node: node.to_string(),
@@ -523,7 +570,9 @@ impl World {
     fn find_task(&self, node: &str, upid: &str) -> Result<&Task, ApiErr> {
         let parts: Vec<&str> = upid.split(':').collect();
         if parts.len() < 8 || parts[0] != "UPID" {
-            return Err(ApiErr::internal(format!("unable to parse worker upid '{upid}'")));
+            return Err(ApiErr::internal(format!(
+                "unable to parse worker upid '{upid}'"
+            )));
         }
         match self.pve.tasks.get(upid) {
             Some(t) if t.node == node => Ok(t),
@@ -552,31 +601,55 @@ impl World {
 
     fn update_config(&mut self, node: &str, vmid: u32, p: &Params) -> Result<(), ApiErr> {
         let vm = self.vm_on(node, vmid)?;
-        if let Some(l) = &vm.lock {
-            if flag(p, "skiplock") != Some(true) {
-                return Err(ApiErr::internal(format!("VM {vmid} is locked ({l})")));
-            }
+        if let Some(l) = &vm.lock
+            && flag(p, "skiplock") != Some(true)
+        {
+            return Err(ApiErr::internal(format!("VM {vmid} is locked ({l})")));
         }
-        if let Some(d) = p.get("digest") {
-            if *d != digest(&vm.config) {
-                return Err(ApiErr::internal("detected modified configuration - file changed by other user? Try again."));
-            }
+        if let Some(d) = p.get("digest")
+            && *d != digest(&vm.config)
+        {
+            return Err(ApiErr::internal(
+                "detected modified configuration - file changed by other user? Try again.",
+            ));
         }
         let mut updates = BTreeMap::new();
         for (k, v) in p {
-            if matches!(k.as_str(), "node" | "vmid" | "delete" | "digest" | "skiplock" | "force" | "revert" | "background_delay") {
+            if matches!(
+                k.as_str(),
+                "node"
+                    | "vmid"
+                    | "delete"
+                    | "digest"
+                    | "skiplock"
+                    | "force"
+                    | "revert"
+                    | "background_delay"
+            ) {
                 continue;
             }
-            let value = if k == "tags" { normalize_tags(v).map_err(|e| ApiErr::param("tags", e))? } else { v.clone() };
+            let value = if k == "tags" {
+                normalize_tags(v).map_err(|e| ApiErr::param("tags", e))?
+            } else {
+                v.clone()
+            };
             updates.insert(k.clone(), value);
         }
         let deletes: Vec<String> = p
             .get("delete")
-            .map(|d| d.split([',', ';', ' ']).filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .map(|d| {
+                d.split([',', ';', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         for d in &deletes {
             if updates.contains_key(d) {
-                return Err(ApiErr::param("delete", format!("unable to delete '{d}' - option is also set")));
+                return Err(ApiErr::param(
+                    "delete",
+                    format!("unable to delete '{d}' - option is also set"),
+                ));
             }
         }
         if let Some(vm) = self.pve.vms.get_mut(&vmid) {
@@ -595,21 +668,32 @@ impl World {
         let src = self.vm_on(node, vmid)?.clone();
         let target = p.get("target").cloned().unwrap_or_else(|| node.to_string());
         if !self.pve.nodes.contains(&target) {
-            return Err(ApiErr::param("target", format!("no such cluster node '{target}'")));
+            return Err(ApiErr::param(
+                "target",
+                format!("no such cluster node '{target}'"),
+            ));
         }
         let is_template = src.is_template();
         let full = flag(p, "full").unwrap_or(!is_template);
         if p.contains_key("storage") && !full {
-            return Err(ApiErr::internal("parameter 'storage' not allowed for linked clones"));
+            return Err(ApiErr::internal(
+                "parameter 'storage' not allowed for linked clones",
+            ));
         }
         if p.contains_key("format") && !full {
-            return Err(ApiErr::internal("parameter 'format' not allowed for linked clones"));
+            return Err(ApiErr::internal(
+                "parameter 'format' not allowed for linked clones",
+            ));
         }
         if !full && !is_template {
-            return Err(ApiErr::internal("Linked clone feature is not supported for drive 'scsi0'"));
+            return Err(ApiErr::internal(
+                "Linked clone feature is not supported for drive 'scsi0'",
+            ));
         }
         if target != node && !src.shared_storage {
-            return Err(ApiErr::internal(format!("can't clone VM to node '{target}' (VM uses local storage)")));
+            return Err(ApiErr::internal(format!(
+                "can't clone VM to node '{target}' (VM uses local storage)"
+            )));
         }
         if let Some(l) = &src.lock {
             return Err(ApiErr::internal(format!("VM {vmid} is locked ({l})")));
@@ -619,18 +703,25 @@ impl World {
         }
         // early check: only the target node's config directory
         if self.pve.vms.get(&newid).is_some_and(|v| v.node == target) {
-            return Err(ApiErr::internal(format!("unable to create VM {newid}: config file already exists")));
+            return Err(ApiErr::internal(format!(
+                "unable to create VM {newid}: config file already exists"
+            )));
         }
         let running_clones = self
             .pve
             .tasks
             .values()
-            .filter(|t| t.node == node && t.exitstatus.is_none() && matches!(t.effect, TaskEffect::CloneDone { .. }))
+            .filter(|t| {
+                t.node == node
+                    && t.exitstatus.is_none()
+                    && matches!(t.effect, TaskEffect::CloneDone { .. })
+            })
             .count();
         let lock_fault = self.cfg.faults.clone_lock_failure_rate;
         if running_clones >= self.cfg.pve.clone_slots || self.fault(lock_fault) {
             let d = self.cfg.timing.lock_timeout;
-            let msg = format!("can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout");
+            let msg =
+                format!("can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout");
             return Ok(self.new_task(node, "qmclone", &vmid.to_string(), d, TaskEffect::Fail(msg)));
         }
         if let Some((holder, kind)) = self.vmid_holder(newid) {
@@ -673,8 +764,18 @@ impl World {
             cloned_from: Some(vmid),
         });
         self.vm_event(newid, VmEventKind::Created);
-        let d = if full { self.cfg.timing.full_clone } else { self.cfg.timing.clone };
-        Ok(self.new_task(node, "qmclone", &vmid.to_string(), d, TaskEffect::CloneDone { newid }))
+        let d = if full {
+            self.cfg.timing.full_clone
+        } else {
+            self.cfg.timing.clone
+        };
+        Ok(self.new_task(
+            node,
+            "qmclone",
+            &vmid.to_string(),
+            d,
+            TaskEffect::CloneDone { newid },
+        ))
     }
 
     fn start_vm(&mut self, node: &str, vmid: u32, p: &Params) -> ApiResult {
@@ -684,7 +785,11 @@ impl World {
         }
         let effect = if vm.running {
             TaskEffect::Fail(format!("VM {vmid} already running"))
-        } else if let Some(l) = vm.lock.as_ref().filter(|_| flag(p, "skiplock") != Some(true)) {
+        } else if let Some(l) = vm
+            .lock
+            .as_ref()
+            .filter(|_| flag(p, "skiplock") != Some(true))
+        {
             TaskEffect::Fail(format!("VM {vmid} is locked ({l})"))
         } else {
             match self.read_cicustom_user(vm) {
@@ -693,18 +798,35 @@ impl World {
             }
         };
         let d = self.cfg.timing.start;
-        Ok(json!(self.new_task(node, "qmstart", &vmid.to_string(), d, effect)))
+        Ok(json!(self.new_task(
+            node,
+            "qmstart",
+            &vmid.to_string(),
+            d,
+            effect
+        )))
     }
 
     /// Reads `cicustom: user=<storage>:snippets/<file>` as PVE does when it builds the cloud-init drive at start.
     fn read_cicustom_user(&self, vm: &Vm) -> Result<Option<String>, String> {
-        let Some(cic) = vm.config.get("cicustom") else { return Ok(None) };
-        let Some(volid) = cic.split(',').find_map(|part| part.strip_prefix("user=")) else { return Ok(None) };
+        let Some(cic) = vm.config.get("cicustom") else {
+            return Ok(None);
+        };
+        let Some(volid) = cic.split(',').find_map(|part| part.strip_prefix("user=")) else {
+            return Ok(None);
+        };
         let missing = || format!("volume '{volid}' does not exist");
         let (storage, rel) = volid.split_once(':').ok_or_else(missing)?;
-        let st = self.pve.storages.iter().find(|s| s.id == storage).ok_or_else(|| format!("storage '{storage}' does not exist"))?;
+        let st = self
+            .pve
+            .storages
+            .iter()
+            .find(|s| s.id == storage)
+            .ok_or_else(|| format!("storage '{storage}' does not exist"))?;
         if !st.content.iter().any(|c| c == "snippets") {
-            return Err(format!("storage '{storage}' does not support content-type 'snippets'"));
+            return Err(format!(
+                "storage '{storage}' does not support content-type 'snippets'"
+            ));
         }
         // a non-shared storage's directory exists on the first node only (where the dispatcher writes)
         if !st.shared && self.pve.nodes.first().is_some_and(|n0| *n0 != vm.node) {
@@ -714,34 +836,49 @@ impl World {
         if file.contains('/') || file.contains("..") {
             return Err(missing());
         }
-        std::fs::read_to_string(st.root.join("snippets").join(file)).map(Some).map_err(|_| missing())
+        std::fs::read_to_string(st.root.join("snippets").join(file))
+            .map(Some)
+            .map_err(|_| missing())
     }
 
     fn destroy_vm(&mut self, node: &str, vmid: u32, p: &Params) -> ApiResult {
         let vm = self.vm_on(node, vmid)?;
         if vm.config.get("protection").is_some_and(|v| v == "1") {
-            return Err(ApiErr::internal(format!("can't remove VM {vmid} - protection mode enabled")));
+            return Err(ApiErr::internal(format!(
+                "can't remove VM {vmid} - protection mode enabled"
+            )));
         }
-        if let Some(l) = &vm.lock {
-            if flag(p, "skiplock") != Some(true) {
-                return Err(ApiErr::internal(format!("VM {vmid} is locked ({l})")));
-            }
+        if let Some(l) = &vm.lock
+            && flag(p, "skiplock") != Some(true)
+        {
+            return Err(ApiErr::internal(format!("VM {vmid} is locked ({l})")));
         }
         if vm.running {
-            return Err(ApiErr::internal(format!("VM {vmid} is running - destroy failed")));
+            return Err(ApiErr::internal(format!(
+                "VM {vmid} is running - destroy failed"
+            )));
         }
-        let effect = if vm.is_template() && self.pve.vms.values().any(|v| v.linked_from == Some(vmid)) {
-            TaskEffect::Fail(format!("base volume 'local-lvm:base-{vmid}-disk-0' is still in use by linked cloned VM"))
-        } else {
-            TaskEffect::Destroy { vmid }
-        };
-        if matches!(effect, TaskEffect::Destroy { .. }) {
-            if let Some(v) = self.pve.vms.get_mut(&vmid) {
-                v.lock = Some("destroyed".into());
-            }
+        let effect =
+            if vm.is_template() && self.pve.vms.values().any(|v| v.linked_from == Some(vmid)) {
+                TaskEffect::Fail(format!(
+                    "base volume 'local-lvm:base-{vmid}-disk-0' is still in use by linked cloned VM"
+                ))
+            } else {
+                TaskEffect::Destroy { vmid }
+            };
+        if matches!(effect, TaskEffect::Destroy { .. })
+            && let Some(v) = self.pve.vms.get_mut(&vmid)
+        {
+            v.lock = Some("destroyed".into());
         }
         let d = self.cfg.timing.destroy;
-        Ok(json!(self.new_task(node, "qmdestroy", &vmid.to_string(), d, effect)))
+        Ok(json!(self.new_task(
+            node,
+            "qmdestroy",
+            &vmid.to_string(),
+            d,
+            effect
+        )))
     }
 
     fn cluster_resources(&self, ty: Option<&str>) -> Value {
@@ -790,9 +927,11 @@ impl World {
         if ty.is_none() || ty == Some("storage") {
             for n in &self.pve.nodes {
                 for s in &self.pve.storages {
-                    out.push(json!({"id": format!("storage/{n}/{}", s.id), "type": "storage", "node": n,
+                    out.push(
+                        json!({"id": format!("storage/{n}/{}", s.id), "type": "storage", "node": n,
                         "storage": s.id, "status": "available", "shared": i32::from(s.shared),
-                        "content": s.content.join(",")}));
+                        "content": s.content.join(",")}),
+                    );
                 }
             }
         }
@@ -811,7 +950,10 @@ impl World {
                         name: vm.name().map(str::to_string),
                         running: vm.running,
                         template: vm.is_template(),
-                        uptime: vm.started_at.filter(|_| vm.running).map_or(0, |s| now.duration_since(s).as_secs()),
+                        uptime: vm
+                            .started_at
+                            .filter(|_| vm.running)
+                            .map_or(0, |s| now.duration_since(s).as_secs()),
                     },
                 )
             })
@@ -830,7 +972,9 @@ impl World {
             .collect();
         due.sort();
         for (_, upid) in due {
-            let Some(effect) = self.pve.tasks.get(&upid).map(|t| t.effect.clone()) else { continue };
+            let Some(effect) = self.pve.tasks.get(&upid).map(|t| t.effect.clone()) else {
+                continue;
+            };
             let exit = self.apply_effect(effect, now);
             if let Some(t) = self.pve.tasks.get_mut(&upid) {
                 t.exitstatus = Some(exit);
@@ -852,7 +996,9 @@ impl World {
             TaskEffect::Start { vmid, user_data } => {
                 let boot = self.cfg.timing.boot;
                 let Some(vm) = self.pve.vms.get_mut(&vmid) else {
-                    return format!("Configuration file 'nodes/unknown/qemu-server/{vmid}.conf' does not exist");
+                    return format!(
+                        "Configuration file 'nodes/unknown/qemu-server/{vmid}.conf' does not exist"
+                    );
                 };
                 if vm.running {
                     return format!("VM {vmid} already running");
@@ -895,7 +1041,9 @@ impl World {
             vm.started_at = None;
             vm.guest.as_mut().and_then(|g| {
                 let r = match g.phase {
-                    GuestPhase::Connecting { runner_id } | GuestPhase::Online { runner_id } => Some(runner_id),
+                    GuestPhase::Connecting { runner_id } | GuestPhase::Online { runner_id } => {
+                        Some(runner_id)
+                    }
                     _ => None,
                 };
                 g.phase = GuestPhase::Off;

@@ -82,7 +82,9 @@ impl Schema {
             if let Some(children) = node.get("children").and_then(Value::as_array) {
                 stack.extend(children.iter());
             }
-            let Some(template) = node.get("path").and_then(Value::as_str) else { continue };
+            let Some(template) = node.get("path").and_then(Value::as_str) else {
+                continue;
+            };
             let mut methods = BTreeMap::new();
             if let Some(info) = node.get("info").and_then(Value::as_object) {
                 for (m, def) in info {
@@ -95,18 +97,30 @@ impl Schema {
                     let additional = params
                         .and_then(|p| p.get("additionalProperties"))
                         .is_some_and(|a| a.as_i64() == Some(1) || a.as_bool() == Some(true));
-                    methods.insert(m.clone(), Method { properties, additional });
+                    methods.insert(
+                        m.clone(),
+                        Method {
+                            properties,
+                            additional,
+                        },
+                    );
                 }
             }
             let segments = template
                 .split('/')
                 .filter(|s| !s.is_empty())
-                .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                    Some(v) => Segment::Var(v.to_string()),
-                    None => Segment::Literal(s.to_string()),
-                })
+                .map(
+                    |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                        Some(v) => Segment::Var(v.to_string()),
+                        None => Segment::Literal(s.to_string()),
+                    },
+                )
                 .collect();
-            routes.push(Route { template: template.to_string(), segments, methods });
+            routes.push(Route {
+                template: template.to_string(),
+                segments,
+                methods,
+            });
         }
         Ok(Self { routes })
     }
@@ -176,7 +190,9 @@ impl Method {
                 }
                 continue;
             };
-            if json_bools.contains_key(name) && def.get("type").and_then(Value::as_str) == Some("boolean") {
+            if json_bools.contains_key(name)
+                && def.get("type").and_then(Value::as_str) == Some("boolean")
+            {
                 continue;
             }
             if let Err(e) = check_value(def, value) {
@@ -187,9 +203,14 @@ impl Method {
             if name.contains("[n]") {
                 continue;
             }
-            let optional = def.get("optional").is_some_and(|o| o.as_i64() == Some(1) || o.as_bool() == Some(true));
+            let optional = def
+                .get("optional")
+                .is_some_and(|o| o.as_i64() == Some(1) || o.as_bool() == Some(true));
             if !optional && !params.contains_key(name) {
-                errors.insert(name.clone(), "property is missing and it is not optional".to_string());
+                errors.insert(
+                    name.clone(),
+                    "property is missing and it is not optional".to_string(),
+                );
             }
         }
         errors
@@ -220,10 +241,8 @@ fn num_attr(def: &Value, key: &str) -> Option<f64> {
 fn check_value(def: &Value, value: &str) -> Result<(), String> {
     let ty = def.get("type").and_then(Value::as_str).unwrap_or("string");
     match ty {
-        "boolean" => {
-            if value != "0" && value != "1" {
-                return Err(format!("type check ('boolean') failed - got '{value}'"));
-            }
+        "boolean" if value != "0" && value != "1" => {
+            return Err(format!("type check ('boolean') failed - got '{value}'"));
         }
         "integer" => {
             let Ok(n) = value.parse::<i64>() else {
@@ -244,7 +263,10 @@ fn check_value(def: &Value, value: &str) -> Result<(), String> {
     if let Some(en) = def.get("enum").and_then(Value::as_array) {
         let opts: Vec<&str> = en.iter().filter_map(Value::as_str).collect();
         if !opts.contains(&value) {
-            return Err(format!("value '{value}' does not have a value in the enumeration '{}'", opts.join(", ")));
+            return Err(format!(
+                "value '{value}' does not have a value in the enumeration '{}'",
+                opts.join(", ")
+            ));
         }
     }
     if let Some(max) = num_attr(def, "maxLength") {
@@ -267,15 +289,15 @@ fn check_value(def: &Value, value: &str) -> Result<(), String> {
 }
 
 fn check_range(def: &Value, n: f64) -> Result<(), String> {
-    if let Some(min) = num_attr(def, "minimum") {
-        if n < min {
-            return Err(format!("value must have a minimum value of {min}"));
-        }
+    if let Some(min) = num_attr(def, "minimum")
+        && n < min
+    {
+        return Err(format!("value must have a minimum value of {min}"));
     }
-    if let Some(max) = num_attr(def, "maximum") {
-        if n > max {
-            return Err(format!("value must have a maximum value of {max}"));
-        }
+    if let Some(max) = num_attr(def, "maximum")
+        && n > max
+    {
+        return Err(format!("value must have a maximum value of {max}"));
     }
     Ok(())
 }
@@ -306,12 +328,20 @@ fn check_format(format: &str, value: &str) -> Result<(), String> {
         "dns-name" => valid_dns_name(value),
         "pve-node" => valid_dns_name(value),
         "pve-vmid" => value.parse::<u32>().is_ok(),
-        "pve-tag-list" => value.split([';', ',', ' ']).filter(|t| !t.is_empty()).all(valid_tag),
+        "pve-tag-list" => value
+            .split([';', ',', ' '])
+            .filter(|t| !t.is_empty())
+            .all(valid_tag),
         "pve-configid-list" => value
             .split([',', ';', ' '])
             .filter(|t| !t.is_empty())
-            .all(|t| t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')),
-        "pve-storage-id" => value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
+            .all(|t| {
+                t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            }),
+        "pve-storage-id" => value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
         _ => true,
     };
     if ok {
@@ -329,7 +359,10 @@ fn check_format(format: &str, value: &str) -> Result<(), String> {
 fn check_property_string(fmt: &serde_json::Map<String, Value>, value: &str) -> Result<(), String> {
     let default_key = fmt
         .iter()
-        .find(|(_, d)| d.get("default_key").is_some_and(|v| v.as_i64() == Some(1) || v.as_bool() == Some(true)))
+        .find(|(_, d)| {
+            d.get("default_key")
+                .is_some_and(|v| v.as_i64() == Some(1) || v.as_bool() == Some(true))
+        })
         .map(|(k, _)| k.clone());
     for part in value.split(',').filter(|p| !p.is_empty()) {
         let (key, val) = match part.split_once('=') {
@@ -341,7 +374,9 @@ fn check_property_string(fmt: &serde_json::Map<String, Value>, value: &str) -> R
             },
         };
         let Some(def) = fmt.get(&key) else {
-            return Err(format!("invalid format - property string: unknown key '{key}'"));
+            return Err(format!(
+                "invalid format - property string: unknown key '{key}'"
+            ));
         };
         if def.get("alias").is_some() {
             continue;
@@ -362,11 +397,15 @@ mod tests {
     #[test]
     fn matches_literal_over_var() {
         let s = schema();
-        let m = s.match_path("POST", "/nodes/pve1/qemu/101/status/start").unwrap();
+        let m = s
+            .match_path("POST", "/nodes/pve1/qemu/101/status/start")
+            .unwrap();
         assert_eq!(m.template, "/nodes/{node}/qemu/{vmid}/status/start");
         assert_eq!(m.vars["vmid"], "101");
         assert!(m.method.is_some());
-        let m = s.match_path("POST", "/nodes/pve1/qemu/101/cloudinit").unwrap();
+        let m = s
+            .match_path("POST", "/nodes/pve1/qemu/101/cloudinit")
+            .unwrap();
         assert!(m.method.is_none(), "POST cloudinit does not exist");
         assert!(s.match_path("GET", "/nope/x").is_none());
     }
@@ -374,7 +413,11 @@ mod tests {
     #[test]
     fn validates_like_pve() {
         let s = schema();
-        let m = s.match_path("DELETE", "/nodes/pve1/qemu/101").unwrap().method.unwrap();
+        let m = s
+            .match_path("DELETE", "/nodes/pve1/qemu/101")
+            .unwrap()
+            .method
+            .unwrap();
         let mut p = BTreeMap::from([
             ("node".to_string(), "pve1".to_string()),
             ("vmid".to_string(), "101".to_string()),
@@ -387,14 +430,22 @@ mod tests {
         p.insert("purge".into(), "1".into());
         p.remove("bogus");
         assert!(m.validate(&p, &BTreeMap::new()).is_empty());
-        let cfg = s.match_path("PUT", "/nodes/pve1/qemu/101/config").unwrap().method.unwrap();
+        let cfg = s
+            .match_path("PUT", "/nodes/pve1/qemu/101/config")
+            .unwrap()
+            .method
+            .unwrap();
         let p = BTreeMap::from([
             ("node".to_string(), "pve1".to_string()),
             ("vmid".to_string(), "101".to_string()),
             ("net0".to_string(), "virtio,bridge=vmbr0".to_string()),
             ("agent".to_string(), "enabled=1".to_string()),
         ]);
-        assert!(cfg.validate(&p, &BTreeMap::new()).is_empty(), "{:?}", cfg.validate(&p, &BTreeMap::new()));
+        assert!(
+            cfg.validate(&p, &BTreeMap::new()).is_empty(),
+            "{:?}",
+            cfg.validate(&p, &BTreeMap::new())
+        );
         let p = BTreeMap::from([
             ("node".to_string(), "pve1".to_string()),
             ("vmid".to_string(), "101".to_string()),

@@ -22,9 +22,15 @@ pub(crate) struct ServerSlot {
 impl ServerSlot {
     /// Binds a random port on 127.0.0.1 and serves.
     pub async fn start(router: Router) -> Result<Self, Error> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(Error::Bind)?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(Error::Bind)?;
         let addr = listener.local_addr().map_err(Error::Bind)?;
-        let mut slot = Self { addr, router, running: None };
+        let mut slot = Self {
+            addr,
+            router,
+            running: None,
+        };
         slot.serve(listener);
         Ok(slot)
     }
@@ -46,7 +52,10 @@ impl ServerSlot {
     pub async fn stop(&mut self) {
         if let Some((tx, mut join)) = self.running.take() {
             let _ = tx.send(());
-            if tokio::time::timeout(Duration::from_secs(1), &mut join).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(1), &mut join)
+                .await
+                .is_err()
+            {
                 join.abort();
             }
         }
@@ -70,7 +79,9 @@ impl ServerSlot {
                 }
             }
         }
-        Err(Error::Bind(last.unwrap_or_else(|| std::io::Error::other("rebind failed"))))
+        Err(Error::Bind(
+            last.unwrap_or_else(|| std::io::Error::other("rebind failed")),
+        ))
     }
 }
 

@@ -102,9 +102,9 @@ impl Vm {
         self.config.get("template").is_some_and(|t| t == "1")
     }
     pub fn agent_enabled(&self) -> bool {
-        self.config.get("agent").is_some_and(|a| {
-            a.split(',').any(|p| p == "1" || p == "enabled=1")
-        })
+        self.config
+            .get("agent")
+            .is_some_and(|a| a.split(',').any(|p| p == "1" || p == "enabled=1"))
     }
 }
 
@@ -120,11 +120,22 @@ pub(crate) struct Container {
 pub(crate) enum TaskEffect {
     Nothing,
     Fail(String),
-    CloneDone { newid: u32 },
-    Start { vmid: u32, user_data: Option<String> },
-    Stop { vmid: u32 },
-    Shutdown { vmid: u32 },
-    Destroy { vmid: u32 },
+    CloneDone {
+        newid: u32,
+    },
+    Start {
+        vmid: u32,
+        user_data: Option<String>,
+    },
+    Stop {
+        vmid: u32,
+    },
+    Shutdown {
+        vmid: u32,
+    },
+    Destroy {
+        vmid: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -251,7 +262,10 @@ impl Scope {
     pub fn serves(&self, repo: &str) -> bool {
         match self {
             Scope::Repo(r) => r.eq_ignore_ascii_case(repo),
-            Scope::Org(o) => repo.split('/').next().is_some_and(|owner| owner.eq_ignore_ascii_case(o)),
+            Scope::Org(o) => repo
+                .split('/')
+                .next()
+                .is_some_and(|owner| owner.eq_ignore_ascii_case(o)),
         }
     }
 }
@@ -389,14 +403,21 @@ pub(crate) struct World {
 impl World {
     pub fn new(cfg: SimConfig) -> Self {
         let fault_rng = StdRng::seed_from_u64(cfg.seed);
-        let id_rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed_1d5);
+        let id_rng = StdRng::seed_from_u64(cfg.seed ^ 0x05ee_d1d5);
         Self {
             cfg,
             start: Instant::now(),
             fault_rng,
             id_rng,
-            pve: PveState { next_pid: 4000, ..PveState::default() },
-            gh: GhState { next_id: 1000, next_label_id: 100, ..GhState::default() },
+            pve: PveState {
+                next_pid: 4000,
+                ..PveState::default()
+            },
+            gh: GhState {
+                next_id: 1000,
+                next_label_id: 100,
+                ..GhState::default()
+            },
             counters: BTreeMap::new(),
             github_budgeted: 0,
         }
@@ -425,14 +446,28 @@ impl World {
     }
 
     pub fn count(&mut self, service: Service, method: &str, endpoint: &str, status: u16) {
-        let key = RequestKey { service, method: method.to_string(), endpoint: endpoint.to_string(), status };
+        let key = RequestKey {
+            service,
+            method: method.to_string(),
+            endpoint: endpoint.to_string(),
+            status,
+        };
         *self.counters.entry(key).or_insert(0) += 1;
     }
 
     pub fn vm_event(&mut self, vmid: u32, kind: VmEventKind) {
-        let name = self.pve.vms.get(&vmid).and_then(|v| v.name().map(str::to_string));
+        let name = self
+            .pve
+            .vms
+            .get(&vmid)
+            .and_then(|v| v.name().map(str::to_string));
         let at = self.since_start();
-        self.pve.events.push(VmEvent { at, vmid, name, kind });
+        self.pve.events.push(VmEvent {
+            at,
+            vmid,
+            name,
+            kind,
+        });
     }
 
     /// Advances time: tasks, guests, jobs, pvestatd snapshots.

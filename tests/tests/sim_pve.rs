@@ -26,13 +26,24 @@ struct Pve {
 
 impl Pve {
     fn new(sim: &Sim) -> Self {
-        Self { c: reqwest::Client::new(), base: sim.pve_url(), auth: sim.pve_auth_header() }
+        Self {
+            c: reqwest::Client::new(),
+            base: sim.pve_url(),
+            auth: sim.pve_auth_header(),
+        }
     }
 
     async fn call(&self, method: Method, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
         let url = format!("{}{}", self.base, path);
-        let mut rb = self.c.request(method.clone(), url).header("Authorization", &self.auth);
-        rb = if method == Method::GET || method == Method::DELETE { rb.query(params) } else { rb.form(params) };
+        let mut rb = self
+            .c
+            .request(method.clone(), url)
+            .header("Authorization", &self.auth);
+        rb = if method == Method::GET || method == Method::DELETE {
+            rb.query(params)
+        } else {
+            rb.form(params)
+        };
         let resp = rb.send().await.unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
@@ -46,7 +57,9 @@ impl Pve {
         let node = upid.split(':').nth(1).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let (s, v) = self.get(&format!("/nodes/{node}/tasks/{upid}/status")).await;
+            let (s, v) = self
+                .get(&format!("/nodes/{node}/tasks/{upid}/status"))
+                .await;
             assert_eq!(s, 200, "{v}");
             if v["data"]["status"] == "stopped" {
                 return v["data"].clone();
@@ -61,7 +74,11 @@ impl Pve {
         self.call(
             Method::POST,
             &format!("/nodes/{node}/qemu/{src}/clone"),
-            &[("newid", &id), ("name", name), ("description", "managed-by: ghr-dispatcher")],
+            &[
+                ("newid", &id),
+                ("name", name),
+                ("description", "managed-by: ghr-dispatcher"),
+            ],
         )
         .await
     }
@@ -74,7 +91,13 @@ impl Pve {
     }
 
     async fn start_ok(&self, node: &str, vmid: u32) {
-        let (s, v) = self.call(Method::POST, &format!("/nodes/{node}/qemu/{vmid}/status/start"), &[]).await;
+        let (s, v) = self
+            .call(
+                Method::POST,
+                &format!("/nodes/{node}/qemu/{vmid}/status/start"),
+                &[],
+            )
+            .await;
         assert_eq!(s, 200, "{v}");
         let t = self.wait_task(v["data"].as_str().unwrap()).await;
         assert_eq!(t["exitstatus"], "OK", "{t}");
@@ -90,7 +113,10 @@ async fn clone_creates_locked_vm_then_task_clears_lock_and_tags_normalise() {
     let (s, v) = pve.clone("pve1", 9000, 201, "gh-runner-201").await;
     assert_eq!(s, 200, "{v}");
     let upid = v["data"].as_str().unwrap().to_string();
-    assert!(upid.starts_with("UPID:pve1:") && upid.contains(":qmclone:9000:dispatcher@pve!runners:"), "{upid}");
+    assert!(
+        upid.starts_with("UPID:pve1:") && upid.contains(":qmclone:9000:dispatcher@pve!runners:"),
+        "{upid}"
+    );
     let (s, cfg) = pve.get("/nodes/pve1/qemu/201/config").await;
     assert_eq!(s, 200);
     assert_eq!(cfg["data"]["lock"], "clone");
@@ -98,7 +124,9 @@ async fn clone_creates_locked_vm_then_task_clears_lock_and_tags_normalise() {
     assert_eq!(cfg["data"]["agent"], "1", "template config copied");
     assert!(cfg["data"].get("template").is_none());
     // config changes are refused while the clone holds the lock
-    let (s, v) = pve.call(Method::PUT, "/nodes/pve1/qemu/201/config", &[("tags", "x")]).await;
+    let (s, v) = pve
+        .call(Method::PUT, "/nodes/pve1/qemu/201/config", &[("tags", "x")])
+        .await;
     assert_eq!(s, 500);
     assert_eq!(v["message"], "VM 201 is locked (clone)\n");
     let task = pve.wait_task(&upid).await;
@@ -107,21 +135,42 @@ async fn clone_creates_locked_vm_then_task_clears_lock_and_tags_normalise() {
     let (_, cfg) = pve.get("/nodes/pve1/qemu/201/config").await;
     assert!(cfg["data"].get("lock").is_none(), "{cfg}");
     // PUT is synchronous (data null); tags are lowercased, deduplicated, sorted, ';'-joined
-    let (s, v) = pve.call(Method::PUT, "/nodes/pve1/qemu/201/config", &[("tags", "GHR-Managed,ghr-pool-a;ghr-managed")]).await;
+    let (s, v) = pve
+        .call(
+            Method::PUT,
+            "/nodes/pve1/qemu/201/config",
+            &[("tags", "GHR-Managed,ghr-pool-a;ghr-managed")],
+        )
+        .await;
     assert_eq!((s, &v["data"]), (200, &Value::Null));
     let (_, cfg) = pve.get("/nodes/pve1/qemu/201/config").await;
     assert_eq!(cfg["data"]["tags"], "ghr-managed;ghr-pool-a");
     // POST config returns a UPID
-    let (s, v) = pve.call(Method::POST, "/nodes/pve1/qemu/201/config", &[("delete", "tags")]).await;
+    let (s, v) = pve
+        .call(
+            Method::POST,
+            "/nodes/pve1/qemu/201/config",
+            &[("delete", "tags")],
+        )
+        .await;
     assert_eq!(s, 200);
     assert!(v["data"].as_str().unwrap().contains(":qmconfig:201:"));
-    let (s, v) = pve.call(Method::PUT, "/nodes/pve1/qemu/201/config", &[("tags", "bad:tag")]).await;
+    let (s, v) = pve
+        .call(
+            Method::PUT,
+            "/nodes/pve1/qemu/201/config",
+            &[("tags", "bad:tag")],
+        )
+        .await;
     assert_eq!(s, 400);
     assert!(v["errors"]["tags"].is_string(), "{v}");
     // wrong node
     let (s, v) = pve.get("/nodes/pve2/qemu/201/config").await;
     assert_eq!(s, 500);
-    assert_eq!(v["message"], "Configuration file 'nodes/pve2/qemu-server/201.conf' does not exist\n");
+    assert_eq!(
+        v["message"],
+        "Configuration file 'nodes/pve2/qemu-server/201.conf' does not exist\n"
+    );
     // a task polled on another node does not exist there
     let (s, _) = pve.get(&format!("/nodes/pve2/tasks/{upid}/status")).await;
     assert_eq!(s, 500);
@@ -134,13 +183,20 @@ async fn clone_creates_locked_vm_then_task_clears_lock_and_tags_normalise() {
 async fn vmid_collisions_early_on_same_node_late_on_other_node() {
     let sim = Sim::start(fast()).await.unwrap();
     let pve = Pve::new(&sim);
-    sim.pve().add_vm(VmSpec::new(205, "pve2", "someone-elses-vm")).unwrap();
+    sim.pve()
+        .add_vm(VmSpec::new(205, "pve2", "someone-elses-vm"))
+        .unwrap();
     sim.pve().add_container(206, "pve1", "ct", true).unwrap();
-    sim.pve().add_vm(VmSpec::new(207, "pve1", "local-vm")).unwrap();
+    sim.pve()
+        .add_vm(VmSpec::new(207, "pve1", "local-vm"))
+        .unwrap();
     // same node: early 500
     let (s, v) = pve.clone("pve1", 9000, 207, "gh-runner-207").await;
     assert_eq!(s, 500);
-    assert_eq!(v["message"], "unable to create VM 207: config file already exists\n");
+    assert_eq!(
+        v["message"],
+        "unable to create VM 207: config file already exists\n"
+    );
     // another node: accepted, the task fails
     let (s, v) = pve.clone("pve1", 9000, 205, "gh-runner-205").await;
     assert_eq!(s, 200);
@@ -151,15 +207,32 @@ async fn vmid_collisions_early_on_same_node_late_on_other_node() {
     assert_eq!(s, 200);
     let t = pve.wait_task(v["data"].as_str().unwrap()).await;
     assert_eq!(t["exitstatus"], "CT 206 already exists on node 'pve1'");
-    assert_eq!(sim.pve().vm(205).unwrap().name.as_deref(), Some("someone-elses-vm"));
+    assert_eq!(
+        sim.pve().vm(205).unwrap().name.as_deref(),
+        Some("someone-elses-vm")
+    );
     // linked clone to another node from local storage is refused
     let (s, v) = pve
-        .call(Method::POST, "/nodes/pve1/qemu/9000/clone", &[("newid", "210"), ("name", "x"), ("target", "pve2")])
+        .call(
+            Method::POST,
+            "/nodes/pve1/qemu/9000/clone",
+            &[("newid", "210"), ("name", "x"), ("target", "pve2")],
+        )
         .await;
     assert_eq!(s, 500);
-    assert_eq!(v["message"], "can't clone VM to node 'pve2' (VM uses local storage)\n");
-    let (_, res) = pve.call(Method::GET, "/cluster/resources", &[("type", "vm")]).await;
-    let types: Vec<&str> = res["data"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        v["message"],
+        "can't clone VM to node 'pve2' (VM uses local storage)\n"
+    );
+    let (_, res) = pve
+        .call(Method::GET, "/cluster/resources", &[("type", "vm")])
+        .await;
+    let types: Vec<&str> = res["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
     assert!(types.contains(&"lxc") && types.contains(&"qemu"));
     assert_eq!(pve.get("/cluster/nextid").await.1["data"], "100");
     sim.shutdown().await;
@@ -173,17 +246,27 @@ async fn clones_beyond_the_slots_fail_with_lock_timeout() {
     let pve = Pve::new(&sim);
     let mut upids = Vec::new();
     for id in 301..=303 {
-        let (s, v) = pve.clone("pve1", 9000, id, &format!("gh-runner-{id}")).await;
+        let (s, v) = pve
+            .clone("pve1", 9000, id, &format!("gh-runner-{id}"))
+            .await;
         assert_eq!(s, 200, "{v}");
         upids.push(v["data"].as_str().unwrap().to_string());
     }
     let mut exits = Vec::new();
     for u in &upids {
-        exits.push(pve.wait_task(u).await["exitstatus"].as_str().unwrap().to_string());
+        exits.push(
+            pve.wait_task(u).await["exitstatus"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     assert_eq!(exits[0], "OK");
     assert_eq!(exits[1], "OK");
-    assert_eq!(exits[2], "can't lock file '/var/lock/qemu-server/lock-9000.conf' - got timeout");
+    assert_eq!(
+        exits[2],
+        "can't lock file '/var/lock/qemu-server/lock-9000.conf' - got timeout"
+    );
     assert!(sim.pve().vm(303).is_none());
     // the other node has its own slots
     pve.clone_ok("pve2", 9001, 304, "gh-runner-304").await;
@@ -195,33 +278,61 @@ async fn delete_refuses_running_and_locked_vms_and_records_mutations() {
     let sim = Sim::start(fast()).await.unwrap();
     let pve = Pve::new(&sim);
     let (_, v) = pve.clone("pve1", 9000, 401, "gh-runner-401").await;
-    let (s, d) = pve.call(Method::DELETE, "/nodes/pve1/qemu/401", &[("purge", "1")]).await;
+    let (s, d) = pve
+        .call(Method::DELETE, "/nodes/pve1/qemu/401", &[("purge", "1")])
+        .await;
     assert_eq!(s, 500);
     assert_eq!(d["message"], "VM 401 is locked (clone)\n");
     pve.wait_task(v["data"].as_str().unwrap()).await;
     pve.start_ok("pve1", 401).await;
     let (s, d) = pve
-        .call(Method::DELETE, "/nodes/pve1/qemu/401", &[("purge", "1"), ("destroy-unreferenced-disks", "1")])
+        .call(
+            Method::DELETE,
+            "/nodes/pve1/qemu/401",
+            &[("purge", "1"), ("destroy-unreferenced-disks", "1")],
+        )
         .await;
     assert_eq!(s, 500);
     assert_eq!(d["message"], "VM 401 is running - destroy failed\n");
     let (_, cur) = pve.get("/nodes/pve1/qemu/401/status/current").await;
     assert_eq!(cur["data"]["status"], "running");
-    let (_, v) = pve.call(Method::POST, "/nodes/pve1/qemu/401/status/stop", &[]).await;
-    assert_eq!(pve.wait_task(v["data"].as_str().unwrap()).await["exitstatus"], "OK");
+    let (_, v) = pve
+        .call(Method::POST, "/nodes/pve1/qemu/401/status/stop", &[])
+        .await;
+    assert_eq!(
+        pve.wait_task(v["data"].as_str().unwrap()).await["exitstatus"],
+        "OK"
+    );
     let (s, v) = pve
-        .call(Method::DELETE, "/nodes/pve1/qemu/401", &[("purge", "1"), ("destroy-unreferenced-disks", "1")])
+        .call(
+            Method::DELETE,
+            "/nodes/pve1/qemu/401",
+            &[("purge", "1"), ("destroy-unreferenced-disks", "1")],
+        )
         .await;
     assert_eq!(s, 200);
-    assert_eq!(pve.wait_task(v["data"].as_str().unwrap()).await["exitstatus"], "OK");
+    assert_eq!(
+        pve.wait_task(v["data"].as_str().unwrap()).await["exitstatus"],
+        "OK"
+    );
     assert!(sim.pve().vm(401).is_none());
     let muts = sim.pve().mutations_on(401);
     assert_eq!(muts.len(), 5, "{muts:?}");
-    assert!(sim.pve().mutations_on(9000).is_empty(), "cloning does not count as touching the template");
+    assert!(
+        sim.pve().mutations_on(9000).is_empty(),
+        "cloning does not count as touching the template"
+    );
     // shutdown of a stopped VM fails in its task
-    sim.pve().add_vm(VmSpec::new(402, "pve1", "stopped")).unwrap();
-    let (_, v) = pve.call(Method::POST, "/nodes/pve1/qemu/402/status/shutdown", &[]).await;
-    assert_eq!(pve.wait_task(v["data"].as_str().unwrap()).await["exitstatus"], "VM 402 not running");
+    sim.pve()
+        .add_vm(VmSpec::new(402, "pve1", "stopped"))
+        .unwrap();
+    let (_, v) = pve
+        .call(Method::POST, "/nodes/pve1/qemu/402/status/shutdown", &[])
+        .await;
+    assert_eq!(
+        pve.wait_task(v["data"].as_str().unwrap()).await["exitstatus"],
+        "VM 402 not running"
+    );
     assert_eq!(sim.pve().max_existing("gh-runner-"), 1);
     sim.shutdown().await;
 }
@@ -232,35 +343,79 @@ async fn agent_answers_only_after_boot_and_resources_lag() {
     let pve = Pve::new(&sim);
     let (_, v) = pve.clone("pve1", 9000, 501, "gh-runner-501").await;
     // just cloned: the pvestatd snapshot does not know it yet
-    let (_, res) = pve.call(Method::GET, "/cluster/resources", &[("type", "vm")]).await;
-    let e = res["data"].as_array().unwrap().iter().find(|e| e["vmid"] == 501).unwrap().clone();
+    let (_, res) = pve
+        .call(Method::GET, "/cluster/resources", &[("type", "vm")])
+        .await;
+    let e = res["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["vmid"] == 501)
+        .unwrap()
+        .clone();
     assert_eq!(e["status"], "unknown");
     assert!(e.get("name").is_none());
     assert_eq!(e["lock"], "clone", "lock is current");
     pve.wait_task(v["data"].as_str().unwrap()).await;
-    let (s, p) = pve.call(Method::POST, "/nodes/pve1/qemu/501/agent/ping", &[]).await;
-    assert_eq!((s, p["message"].as_str()), (500, Some("VM 501 is not running\n")));
+    let (s, p) = pve
+        .call(Method::POST, "/nodes/pve1/qemu/501/agent/ping", &[])
+        .await;
+    assert_eq!(
+        (s, p["message"].as_str()),
+        (500, Some("VM 501 is not running\n"))
+    );
     sim.pve().refresh_status();
-    let (_, v) = pve.call(Method::POST, "/nodes/pve1/qemu/501/status/start", &[]).await;
+    let (_, v) = pve
+        .call(Method::POST, "/nodes/pve1/qemu/501/status/start", &[])
+        .await;
     pve.wait_task(v["data"].as_str().unwrap()).await;
     // started, but the listing still says stopped until the next broadcast
-    let (_, res) = pve.call(Method::GET, "/cluster/resources", &[("type", "vm")]).await;
-    let e = res["data"].as_array().unwrap().iter().find(|e| e["vmid"] == 501).unwrap().clone();
-    assert_eq!((e["status"].as_str(), e["name"].as_str()), (Some("stopped"), Some("gh-runner-501")));
-    let (s, p) = pve.call(Method::POST, "/nodes/pve1/qemu/501/agent/ping", &[]).await;
-    assert_eq!((s, p["message"].as_str()), (500, Some("QEMU guest agent is not running\n")));
+    let (_, res) = pve
+        .call(Method::GET, "/cluster/resources", &[("type", "vm")])
+        .await;
+    let e = res["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["vmid"] == 501)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (e["status"].as_str(), e["name"].as_str()),
+        (Some("stopped"), Some("gh-runner-501"))
+    );
+    let (s, p) = pve
+        .call(Method::POST, "/nodes/pve1/qemu/501/agent/ping", &[])
+        .await;
+    assert_eq!(
+        (s, p["message"].as_str()),
+        (500, Some("QEMU guest agent is not running\n"))
+    );
     let ok = sim
         .wait_until(Duration::from_secs(3), |s| {
-            s.pve().vm(501).and_then(|v| v.guest).is_some_and(|g| g.phase != GuestPhase::Booting)
+            s.pve()
+                .vm(501)
+                .and_then(|v| v.guest)
+                .is_some_and(|g| g.phase != GuestPhase::Booting)
         })
         .await;
     assert!(ok);
-    let (s, p) = pve.call(Method::POST, "/nodes/pve1/qemu/501/agent/ping", &[]).await;
+    let (s, p) = pve
+        .call(Method::POST, "/nodes/pve1/qemu/501/agent/ping", &[])
+        .await;
     assert_eq!(s, 200, "{p}");
     assert_eq!(p["data"], json!({"result": {}}));
     tokio::time::sleep(Duration::from_millis(450)).await;
-    let (_, res) = pve.call(Method::GET, "/cluster/resources", &[("type", "vm")]).await;
-    let e = res["data"].as_array().unwrap().iter().find(|e| e["vmid"] == 501).unwrap().clone();
+    let (_, res) = pve
+        .call(Method::GET, "/cluster/resources", &[("type", "vm")])
+        .await;
+    let e = res["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["vmid"] == 501)
+        .unwrap()
+        .clone();
     assert_eq!(e["status"], "running");
     sim.shutdown().await;
 }
@@ -269,17 +424,38 @@ async fn agent_answers_only_after_boot_and_resources_lag() {
 async fn schema_validation_auth_and_unknown_methods() {
     let sim = Sim::start(fast()).await.unwrap();
     let pve = Pve::new(&sim);
-    let (s, v) = pve.call(Method::POST, "/nodes/pve1/qemu/9000/clone", &[("newid", "601"), ("bogus", "1")]).await;
+    let (s, v) = pve
+        .call(
+            Method::POST,
+            "/nodes/pve1/qemu/9000/clone",
+            &[("newid", "601"), ("bogus", "1")],
+        )
+        .await;
     assert_eq!(s, 400);
     assert_eq!(
         v["errors"]["bogus"],
         "property is not defined in schema and the schema does not allow additional properties"
     );
     assert_eq!(v["message"], "Parameter verification failed.\n");
-    let (s, v) = pve.call(Method::POST, "/nodes/pve1/qemu/9000/clone", &[("newid", "601"), ("full", "true")]).await;
+    let (s, v) = pve
+        .call(
+            Method::POST,
+            "/nodes/pve1/qemu/9000/clone",
+            &[("newid", "601"), ("full", "true")],
+        )
+        .await;
     assert_eq!(s, 400);
-    assert_eq!(v["errors"]["full"], "type check ('boolean') failed - got 'true'");
-    let (s, v) = pve.call(Method::POST, "/nodes/pve1/qemu/9000/clone", &[("newid", "12")]).await;
+    assert_eq!(
+        v["errors"]["full"],
+        "type check ('boolean') failed - got 'true'"
+    );
+    let (s, v) = pve
+        .call(
+            Method::POST,
+            "/nodes/pve1/qemu/9000/clone",
+            &[("newid", "12")],
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
     assert!(v["errors"]["newid"].as_str().unwrap().contains("minimum"));
     // JSON bodies may carry real booleans
@@ -292,9 +468,16 @@ async fn schema_validation_auth_and_unknown_methods() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     // POST /cloudinit does not exist (PUT does); unknown paths are 501 too
-    let (s, v) = pve.call(Method::POST, "/nodes/pve1/qemu/9000/cloudinit", &[]).await;
+    let (s, v) = pve
+        .call(Method::POST, "/nodes/pve1/qemu/9000/cloudinit", &[])
+        .await;
     assert_eq!(s, 501);
-    assert!(v["message"].as_str().unwrap().starts_with("Method 'POST /nodes/pve1/qemu/9000/cloudinit' not implemented"));
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Method 'POST /nodes/pve1/qemu/9000/cloudinit' not implemented")
+    );
     assert_eq!(pve.get("/no/such/path").await.0, 501);
     // wrong token: 401 after the configured delay
     let t0 = Instant::now();
@@ -307,7 +490,14 @@ async fn schema_validation_auth_and_unknown_methods() {
     assert_eq!(resp.status().as_u16(), 401);
     assert!(t0.elapsed() >= Duration::from_millis(100));
     let counts = sim.pve().requests();
-    assert_eq!(counts[&("POST".to_string(), "/nodes/{node}/qemu/{vmid}/clone".to_string(), 400)], 3);
+    assert_eq!(
+        counts[&(
+            "POST".to_string(),
+            "/nodes/{node}/qemu/{vmid}/clone".to_string(),
+            400
+        )],
+        3
+    );
     assert_eq!(counts[&("GET".to_string(), "/version".to_string(), 401)], 1);
     sim.shutdown().await;
 }
@@ -320,12 +510,24 @@ async fn unavailable_then_back_and_write_faults() {
     let pve = Pve::new(&sim);
     let (s, _) = pve.clone("pve1", 9000, 701, "gh-runner-701").await;
     assert!(s == 500 || s == 595, "{s}");
-    assert!(sim.pve().vm(701).is_none(), "a failed write is not performed");
+    assert!(
+        sim.pve().vm(701).is_none(),
+        "a failed write is not performed"
+    );
     assert_eq!(pve.get("/version").await.0, 200, "reads are not faulted");
-    sim.pve().set_unavailable(Some(Unavailable::ServiceUnavailable)).await.unwrap();
+    sim.pve()
+        .set_unavailable(Some(Unavailable::ServiceUnavailable))
+        .await
+        .unwrap();
     assert_eq!(pve.get("/version").await.0, 503);
-    sim.pve().set_unavailable(Some(Unavailable::Refused)).await.unwrap();
-    let err = reqwest::Client::new().get(format!("{}/version", sim.pve_url())).send().await;
+    sim.pve()
+        .set_unavailable(Some(Unavailable::Refused))
+        .await
+        .unwrap();
+    let err = reqwest::Client::new()
+        .get(format!("{}/version", sim.pve_url()))
+        .send()
+        .await;
     assert!(err.is_err(), "connection refused");
     sim.pve().set_unavailable(None).await.unwrap();
     assert_eq!(pve.get("/version").await.0, 200);
@@ -334,9 +536,14 @@ async fn unavailable_then_back_and_write_faults() {
 
 async fn mint_jit(sim: &Sim, name: &str, labels: &[&str]) -> String {
     let resp = reqwest::Client::new()
-        .post(format!("{}/repos/NREL/EnergyPlus/actions/runners/generate-jitconfig", sim.github_url()))
+        .post(format!(
+            "{}/repos/NREL/EnergyPlus/actions/runners/generate-jitconfig",
+            sim.github_url()
+        ))
         .bearer_auth("github_pat_sim_0123456789")
-        .json(&json!({"name": name, "runner_group_id": 1, "labels": labels, "work_folder": "_work"}))
+        .json(
+            &json!({"name": name, "runner_group_id": 1, "labels": labels, "work_folder": "_work"}),
+        )
         .send()
         .await
         .unwrap();
@@ -350,7 +557,13 @@ async fn snippet_guest_runs_one_job_and_powers_off() {
     let sim = Sim::start(fast()).await.unwrap();
     let pve = Pve::new(&sim);
     let gh = sim.github();
-    let run = gh.queue_run("NREL/EnergyPlus", vec![JobSpec::new("build", &["self-hosted", "Linux", "ubuntu-24.04"])]);
+    let run = gh.queue_run(
+        "NREL/EnergyPlus",
+        vec![JobSpec::new(
+            "build",
+            &["self-hosted", "Linux", "ubuntu-24.04"],
+        )],
+    );
     let jit = mint_jit(&sim, "gh-runner-801", &["ubuntu-24.04", "linux"]).await;
     let snippet = sim.snippets_dir().unwrap().join("gh-runner-801.yaml");
     std::fs::write(
@@ -361,26 +574,45 @@ async fn snippet_guest_runs_one_job_and_powers_off() {
     )
     .unwrap();
     pve.clone_ok("pve1", 9000, 801, "gh-runner-801").await;
-    let (s, _) =
-        pve.call(Method::PUT, "/nodes/pve1/qemu/801/config", &[("cicustom", "user=local:snippets/gh-runner-801.yaml")]).await;
+    let (s, _) = pve
+        .call(
+            Method::PUT,
+            "/nodes/pve1/qemu/801/config",
+            &[("cicustom", "user=local:snippets/gh-runner-801.yaml")],
+        )
+        .await;
     assert_eq!(s, 200);
     pve.start_ok("pve1", 801).await;
     std::fs::remove_file(&snippet).unwrap(); // deleting the snippet after start does not affect the guest
-    let done = sim.wait_until(Duration::from_secs(5), |s| s.github().all_jobs_completed()).await;
+    let done = sim
+        .wait_until(Duration::from_secs(5), |s| s.github().all_jobs_completed())
+        .await;
     assert!(done, "{:?}", gh.jobs());
     let job = gh.job(run.job_ids[0]).unwrap();
     assert_eq!(job.conclusion.as_deref(), Some("success"));
     assert_eq!(job.runner_name.as_deref(), Some("gh-runner-801"));
     assert!(job.started.unwrap() >= job.queued.unwrap());
-    let off = sim.wait_until(Duration::from_secs(2), |s| s.pve().vm(801).is_some_and(|v| !v.running)).await;
+    let off = sim
+        .wait_until(Duration::from_secs(2), |s| {
+            s.pve().vm(801).is_some_and(|v| !v.running)
+        })
+        .await;
     assert!(off);
     assert!(gh.runners().is_empty(), "ephemeral runner removed");
     assert_eq!(gh.removed_runners().len(), 1);
-    assert_eq!(sim.pve().vm(801).unwrap().guest.unwrap().phase, GuestPhase::Off);
+    assert_eq!(
+        sim.pve().vm(801).unwrap().guest.unwrap().phase,
+        GuestPhase::Off
+    );
     // a second start of a VM whose snippet is gone fails like PVE
-    let (_, v) = pve.call(Method::POST, "/nodes/pve1/qemu/801/status/start", &[]).await;
+    let (_, v) = pve
+        .call(Method::POST, "/nodes/pve1/qemu/801/status/start", &[])
+        .await;
     let t = pve.wait_task(v["data"].as_str().unwrap()).await;
-    assert_eq!(t["exitstatus"], "volume 'local:snippets/gh-runner-801.yaml' does not exist");
+    assert_eq!(
+        t["exitstatus"],
+        "volume 'local:snippets/gh-runner-801.yaml' does not exist"
+    );
     sim.shutdown().await;
 }
 
@@ -389,8 +621,14 @@ async fn agent_guest_and_unmatched_and_uncredentialed_guests() {
     let sim = Sim::start(fast()).await.unwrap();
     let pve = Pve::new(&sim);
     let gh = sim.github();
-    gh.queue_run("NREL/EnergyPlus", vec![JobSpec::new("gpu", &["self-hosted", "gpu"])]);
-    let run = gh.queue_run("NREL/EnergyPlus", vec![JobSpec::new("build", &["self-hosted", "LINUX"])]);
+    gh.queue_run(
+        "NREL/EnergyPlus",
+        vec![JobSpec::new("gpu", &["self-hosted", "gpu"])],
+    );
+    let run = gh.queue_run(
+        "NREL/EnergyPlus",
+        vec![JobSpec::new("build", &["self-hosted", "LINUX"])],
+    );
     let jit = mint_jit(&sim, "gh-runner-901", &["linux"]).await;
     pve.clone_ok("pve1", 9000, 901, "gh-runner-901").await;
     pve.clone_ok("pve1", 9000, 902, "gh-runner-902").await;
@@ -398,7 +636,10 @@ async fn agent_guest_and_unmatched_and_uncredentialed_guests() {
     pve.start_ok("pve1", 902).await;
     let booted = sim
         .wait_until(Duration::from_secs(3), |s| {
-            s.pve().vm(901).and_then(|v| v.guest).is_some_and(|g| g.phase == GuestPhase::WaitingForCredential)
+            s.pve()
+                .vm(901)
+                .and_then(|v| v.guest)
+                .is_some_and(|g| g.phase == GuestPhase::WaitingForCredential)
         })
         .await;
     assert!(booted);
@@ -406,17 +647,28 @@ async fn agent_guest_and_unmatched_and_uncredentialed_guests() {
         .call(
             Method::POST,
             "/nodes/pve1/qemu/901/agent/file-write",
-            &[("file", "/var/lib/actions-runner-jit/jitconfig"), ("content", &jit)],
+            &[
+                ("file", "/var/lib/actions-runner-jit/jitconfig"),
+                ("content", &jit),
+            ],
         )
         .await;
     assert_eq!((s, &v["data"]), (200, &Value::Null));
     let done = sim
         .wait_until(Duration::from_secs(5), |s| {
-            s.github().job(run.job_ids[0]).is_some_and(|j| j.status == JobStatus::Completed)
+            s.github()
+                .job(run.job_ids[0])
+                .is_some_and(|j| j.status == JobStatus::Completed)
         })
         .await;
     assert!(done);
-    assert!(sim.wait_until(Duration::from_secs(2), |s| s.pve().vm(901).is_some_and(|v| !v.running)).await);
+    assert!(
+        sim.wait_until(Duration::from_secs(2), |s| s
+            .pve()
+            .vm(901)
+            .is_some_and(|v| !v.running))
+            .await
+    );
     // the unmatched gpu job stays queued; the VM without credential idles, running
     assert_eq!(gh.jobs_with_status(JobStatus::Queued).len(), 1);
     let v902 = sim.pve().vm(902).unwrap();
