@@ -1069,3 +1069,101 @@ fn systemd_analyze_verify_the_unit() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "exposure above 2.0:\n{text}");
 }
+
+#[test]
+fn env_example_documents_every_variable_with_its_default() {
+    let text =
+        fs::read_to_string(deploy_dir().join("dispatcher.env.example")).expect("env example");
+    let lines: Vec<&str> = text.lines().collect();
+    for var in DISPATCHER_VARS {
+        let at = lines
+            .iter()
+            .position(|l| {
+                l.strip_prefix('#')
+                    .unwrap_or(l)
+                    .starts_with(&format!("{var}="))
+            })
+            .unwrap_or_else(|| panic!("{var} is not in dispatcher.env.example"));
+        let comment = lines[..at]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with("# "))
+            .collect::<Vec<_>>();
+        assert!(!comment.is_empty(), "{var} has no comment line");
+        let required = [
+            "PROXMOX_URL",
+            "PROXMOX_NODE",
+            "PROXMOX_TOKEN_ID",
+            "PROXMOX_TOKEN_SECRET",
+            "GITHUB_TOKEN",
+        ];
+        assert!(
+            required.contains(var)
+                || var.starts_with("GITHUB_APP_")
+                || comment.iter().any(|l| l.contains("Default")),
+            "{var}: the comment does not state the default"
+        );
+    }
+    // The example is accepted by the bootstrap parser: the only complaint is the empty required secrets.
+    let rig = Rig::new();
+    let binary = rig.path("op/dispatcher");
+    let example = deploy_dir().join("dispatcher.env.example");
+    let out = rig.run(
+        &[
+            "--env-file",
+            example.to_str().expect("utf-8"),
+            "--binary",
+            binary.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("missing required setting(s): PROXMOX_TOKEN_SECRET GITHUB_TOKEN"),
+        "{err}"
+    );
+    assert!(!err.contains("unknown variable"), "{err}");
+}
+
+#[test]
+fn pools_example_uses_only_design_keys() {
+    let text =
+        fs::read_to_string(deploy_dir().join("runner-pools.example.json")).expect("pools example");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let pool_keys = [
+        "name",
+        "node",
+        "template",
+        "labels",
+        "vmid_start",
+        "vmid_end",
+        "runner_name_prefix",
+        "runner_user",
+        "user_data_template",
+        "storage",
+        "max_runners",
+        "injection",
+        "full_clone",
+        "clone_storage",
+        "min_idle",
+        "boot_timeout",
+        "max_lifetime",
+        "os",
+        "runner_group_id",
+        "nodes",
+    ];
+    let top = v.as_object().expect("object");
+    assert!(
+        top.keys().all(|k| k == "max_total_runners" || k == "pools"),
+        "{top:?}"
+    );
+    let pools = top["pools"].as_array().expect("pools list");
+    let names: Vec<&str> = pools.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["ubuntu-2404", "ubuntu-2204"]);
+    for p in pools {
+        for k in p.as_object().expect("pool object").keys() {
+            assert!(pool_keys.contains(&k.as_str()), "unknown pool key {k}");
+        }
+    }
+}
