@@ -363,7 +363,7 @@ impl GitHubClient {
                     }
                     return Err(Error::Transport {
                         endpoint,
-                        message: e.without_url().to_string(),
+                        message: error_chain(e.without_url()),
                     });
                 }
             };
@@ -380,7 +380,7 @@ impl GitHubClient {
                     }
                     return Err(Error::Transport {
                         endpoint,
-                        message: e.without_url().to_string(),
+                        message: error_chain(e.without_url()),
                     });
                 }
             };
@@ -638,6 +638,18 @@ fn auth_header(bearer: &SecretString) -> Result<HeaderValue> {
         })?;
     v.set_sensitive(true);
     Ok(v)
+}
+
+/// The error and its sources, `: `-joined (reqwest's top-level message alone is vague).
+fn error_chain(e: reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
