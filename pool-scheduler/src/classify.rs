@@ -29,11 +29,10 @@
 //!   booting), until either age ≥ `boot_timeout`, or the dispatcher's `vanished_since` hint is at least
 //!   [`VANISHED_GRACE_SECS`] old: then `Stale(RunnerVanished)`. Without the hint the rule is stateless.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
 use crate::config::{Config, Pool};
+use crate::fxhash::{self, FxHashMap};
 use crate::marks;
 use crate::observed::{ObservedVm, Op, Power, RunnerReg};
 
@@ -167,14 +166,14 @@ pub fn ownership<'a>(config: &Config, vm: &'a ObservedVm) -> Option<Owned<'a>> {
 /// Runner registrations indexed by name (first one wins on duplicates).
 #[derive(Debug, Clone, Default)]
 pub struct RunnerIndex<'a> {
-    by_name: HashMap<&'a str, &'a RunnerReg>,
+    by_name: FxHashMap<&'a str, &'a RunnerReg>,
 }
 
 impl<'a> RunnerIndex<'a> {
     /// Indexes `runners` by name.
     #[must_use]
     pub fn new(runners: &'a [RunnerReg]) -> Self {
-        let mut by_name = HashMap::with_capacity(runners.len());
+        let mut by_name = fxhash::map(runners.len());
         for r in runners {
             by_name.entry(r.name.as_str()).or_insert(r);
         }

@@ -32,6 +32,7 @@ pub mod classify;
 pub mod config;
 mod duration;
 pub mod error;
+mod fxhash;
 pub mod marks;
 pub mod matching;
 pub mod observed;

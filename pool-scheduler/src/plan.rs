@@ -1,7 +1,7 @@
 //! The pure planner (DESIGN §2.7 step 3): what to start, delete and deregister.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
 
 use serde::Serialize;
 
@@ -9,6 +9,7 @@ use crate::classify::{
     DEREGISTER_GRACE_SECS, Phase, RunnerIndex, StaleReason, VmContext, classify, ownership,
 };
 use crate::config::{Config, Pool};
+use crate::fxhash::{self, FxHashMap, FxHashSet};
 use crate::marks;
 use crate::matching::{MatchResult, match_job};
 use crate::observed::{InFlight, Job, NodeInfo, Observed, Op};
@@ -219,7 +220,7 @@ impl Tally {
 }
 
 /// The lowest `n` free VMIDs of the pool's range (not in `taken`).
-fn free_vmids(pool: &Pool, n: u32, taken: &HashSet<u32>) -> Vec<u32> {
+fn free_vmids(pool: &Pool, n: u32, taken: &FxHashSet<u32>) -> Vec<u32> {
     let mut out = Vec::with_capacity(n as usize);
     if n == 0 {
         return out;
@@ -236,7 +237,7 @@ fn free_vmids(pool: &Pool, n: u32, taken: &HashSet<u32>) -> Vec<u32> {
 }
 
 struct Nodes<'a> {
-    info: HashMap<&'a str, &'a NodeInfo>,
+    info: FxHashMap<&'a str, &'a NodeInfo>,
     known: bool,
 }
 
@@ -257,7 +258,7 @@ impl<'a> Nodes<'a> {
     }
 
     /// Fewest runner VMs of ours, then most free memory, then name; offline nodes skipped.
-    fn choose<'p>(&self, pool: &'p Pool, load: &HashMap<&str, u32>) -> Option<&'p str> {
+    fn choose<'p>(&self, pool: &'p Pool, load: &FxHashMap<&str, u32>) -> Option<&'p str> {
         pool.nodes
             .iter()
             .map(String::as_str)
@@ -288,15 +289,15 @@ pub fn plan(config: &Config, observed: &Observed, now_unix: u64) -> Plan {
     let pools = config.pools();
     let flags = config.flags();
     let runners = RunnerIndex::new(&observed.runners);
-    let pool_by_name: HashMap<&str, usize> = pools
+    let pool_by_name: FxHashMap<&str, usize> = pools
         .iter()
         .enumerate()
         .map(|(i, p)| (p.name.as_str(), i))
         .collect();
 
     // In-flight work, by VMID (a delete wins over a provision of the same VMID).
-    let mut in_flight: HashMap<u32, &InFlight> = HashMap::with_capacity(observed.in_flight.len());
-    let mut in_flight_names: HashSet<&str> = HashSet::with_capacity(observed.in_flight.len());
+    let mut in_flight: FxHashMap<u32, &InFlight> = fxhash::map(observed.in_flight.len());
+    let mut in_flight_names: FxHashSet<&str> = fxhash::set(observed.in_flight.len());
     for f in &observed.in_flight {
         in_flight_names.insert(f.runner_name.as_str());
         let e = in_flight.entry(f.vmid).or_insert(f);
@@ -305,17 +306,16 @@ pub fn plan(config: &Config, observed: &Observed, now_unix: u64) -> Plan {
         }
     }
 
-    let mut taken: HashSet<u32> = HashSet::with_capacity(
-        observed.used_vmids.len() + observed.vms.len() + observed.in_flight.len(),
-    );
+    let mut taken: FxHashSet<u32> =
+        fxhash::set(observed.used_vmids.len() + observed.vms.len() + observed.in_flight.len());
     taken.extend(observed.used_vmids.iter().copied());
     taken.extend(observed.in_flight.iter().map(|f| f.vmid));
 
     let mut tally = vec![Tally::default(); pools.len()];
-    let mut node_load: HashMap<&str, u32> = HashMap::new();
-    let mut vm_names: HashSet<&str> = HashSet::with_capacity(observed.vms.len());
-    let mut nameless: HashSet<u32> = HashSet::new();
-    let mut counted_in_flight: HashSet<u32> = HashSet::new();
+    let mut node_load: FxHashMap<&str, u32> = fxhash::map(16);
+    let mut vm_names: FxHashSet<&str> = fxhash::set(observed.vms.len());
+    let mut nameless: FxHashSet<u32> = fxhash::set(16);
+    let mut counted_in_flight: FxHashSet<u32> = fxhash::set(observed.in_flight.len());
     let mut deletes = Vec::new();
 
     for vm in &observed.vms {
@@ -381,9 +381,9 @@ pub fn plan(config: &Config, observed: &Observed, now_unix: u64) -> Plan {
     // Demand: oldest job first, duplicates dropped, identical label lists matched once.
     let mut jobs: Vec<&Job> = observed.jobs.iter().collect();
     jobs.sort_unstable_by_key(|j| (j.created_at_unix, j.id));
-    let mut seen: HashSet<u64> = HashSet::with_capacity(jobs.len());
+    let mut seen: FxHashSet<u64> = fxhash::set(jobs.len());
     jobs.retain(|j| seen.insert(j.id));
-    let mut cache: HashMap<&[String], MatchResult> = HashMap::new();
+    let mut cache: FxHashMap<&[String], MatchResult> = fxhash::map(64);
     let mut pool_jobs: Vec<Vec<&Job>> = vec![Vec::new(); pools.len()];
     let mut unmatched = Vec::new();
     for j in jobs {
