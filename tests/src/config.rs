@@ -179,6 +179,15 @@ impl TemplateSpec {
             registration_labels: vec!["self-hosted".into(), "linux".into(), "x64".into()],
         }
     }
+
+    /// A Windows template with the guest agent enabled on local storage.
+    pub fn windows(vmid: u32, node: &str, name: &str) -> Self {
+        Self {
+            os: Os::Windows,
+            registration_labels: vec!["self-hosted".into(), "windows".into(), "x64".into()],
+            ..Self::linux(vmid, node, name)
+        }
+    }
 }
 
 /// A storage (`GET /storage/{storage}`).

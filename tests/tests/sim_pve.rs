@@ -479,6 +479,27 @@ async fn schema_validation_auth_and_unknown_methods() {
             .starts_with("Method 'POST /nodes/pve1/qemu/9000/cloudinit' not implemented")
     );
     assert_eq!(pve.get("/no/such/path").await.0, 501);
+    // the error message is also the HTTP reason phrase
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = sim
+            .pve_url()
+            .trim_start_matches("http://")
+            .trim_end_matches("/api2/json")
+            .to_string();
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "DELETE /api2/json/nodes/pve1/qemu/777 HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+            sim.pve_auth_header()
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = String::new();
+        tcp.read_to_string(&mut buf).await.unwrap();
+        assert!(
+            buf.starts_with("HTTP/1.1 500 Configuration file 'nodes/pve1/qemu-server/777.conf' does not exist\r\n"),
+            "{buf}"
+        );
+    }
     // wrong token: 401 after the configured delay
     let t0 = Instant::now();
     let resp = reqwest::Client::new()
@@ -675,5 +696,72 @@ async fn agent_guest_and_unmatched_and_uncredentialed_guests() {
     assert!(v902.running);
     assert_eq!(v902.guest.unwrap().phase, GuestPhase::WaitingForCredential);
     assert_eq!(sim.pve().max_concurrent("gh-runner-"), 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn windows_guest_reads_agent_file_written_pre_encoded() {
+    use base64::Engine as _;
+    let mut cfg = fast();
+    cfg.pve.templates.push(tests::TemplateSpec::windows(
+        9100,
+        "pve2",
+        "windows-2022-runner-template",
+    ));
+    let sim = Sim::start(cfg).await.unwrap();
+    let pve = Pve::new(&sim);
+    let run = sim.github().queue_run(
+        "NREL/EnergyPlus",
+        vec![JobSpec::new("win", &["self-hosted", "windows"])],
+    );
+    let jit = mint_jit(&sim, "win-runner-950", &["windows"]).await;
+    pve.clone_ok("pve2", 9100, 950, "win-runner-950").await;
+    pve.start_ok("pve2", 950).await;
+    let ready = sim
+        .wait_until(Duration::from_secs(3), |s| {
+            s.pve()
+                .vm(950)
+                .and_then(|v| v.guest)
+                .is_some_and(|g| g.phase == GuestPhase::WaitingForCredential)
+        })
+        .await;
+    assert!(ready);
+    // the Linux path means nothing to a Windows guest
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&jit);
+    let (s, _) = pve
+        .call(
+            Method::POST,
+            "/nodes/pve2/qemu/950/agent/file-write",
+            &[
+                ("file", tests::LINUX_JIT_PATH),
+                ("content", &encoded),
+                ("encode", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        sim.github().job(run.job_ids[0]).unwrap().status,
+        JobStatus::Queued
+    );
+    let (s, _) = pve
+        .call(
+            Method::POST,
+            "/nodes/pve2/qemu/950/agent/file-write",
+            &[
+                ("file", tests::WINDOWS_JIT_PATH),
+                ("content", &encoded),
+                ("encode", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        sim.wait_until(Duration::from_secs(3), |s| s.github().all_jobs_completed())
+            .await
+    );
+    let runner = sim.github().removed_runners();
+    assert_eq!(runner[0].1, "win-runner-950");
     sim.shutdown().await;
 }
