@@ -452,5 +452,25 @@ mod tests {
             ("agent".to_string(), "enabled=yes".to_string()),
         ]);
         assert!(cfg.validate(&p, &BTreeMap::new()).contains_key("agent"));
+        let mut p = BTreeMap::from([
+            ("node".to_string(), "pve1".to_string()),
+            ("vmid".to_string(), "101".to_string()),
+        ]);
+        for (k, v) in [
+            ("net0", "virtio=BC:24:11:22:33:44,bridge=vmbr0,firewall=1"),
+            ("scsi0", "local-lvm:vm-201-disk-0,size=32G"),
+            ("ide2", "local-lvm:cloudinit,media=cdrom"),
+            ("ipconfig0", "ip=dhcp"),
+            ("agent", "1,fstrim_cloned_disks=1"),
+            ("serial0", "socket"),
+            ("vga", "serial0"),
+            ("cicustom", "user=local:snippets/gh-runner-201.yaml"),
+            ("tags", "ghr-managed;ghr-pool-linux"),
+            ("description", "managed-by: ghr-dispatcher\npool: linux"),
+        ] {
+            p.insert(k.to_string(), v.to_string());
+        }
+        let errs = cfg.validate(&p, &BTreeMap::new());
+        assert!(errs.is_empty(), "{errs:?}");
     }
 }
