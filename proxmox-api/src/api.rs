@@ -36,6 +36,10 @@ pub trait ProxmoxApi: Send + Sync {
     /// Name/status/template/uptime lag ~10 s; confirm with [`ProxmoxApi::vm_status`].
     async fn cluster_vms(&self) -> Result<Vec<ClusterVm>, Error>;
 
+    /// `GET /cluster/resources?type=vm` with every guest: QEMU VMs **and** LXC containers (check
+    /// `resource_type`). VMIDs are cluster-wide, so an allocator must avoid the containers' ids too.
+    async fn cluster_guests(&self) -> Result<Vec<ClusterVm>, Error>;
+
     /// `GET /nodes`.
     async fn nodes(&self) -> Result<Vec<NodeInfo>, Error>;
 
@@ -173,17 +177,26 @@ impl ProxmoxApi for ProxmoxClient {
     }
 
     async fn cluster_vms(&self) -> Result<Vec<ClusterVm>, Error> {
+        Ok(self
+            .cluster_guests()
+            .await?
+            .into_iter()
+            .filter(|r| r.resource_type == "qemu")
+            .collect())
+    }
+
+    async fn cluster_guests(&self) -> Result<Vec<ClusterVm>, Error> {
         const EP: &str = "/cluster/resources";
         let all: Vec<Value> = self
             .call(Method::GET, EP, &[], &[("type", "vm".into())], None)
             .await?;
         all.into_iter()
-            .filter(|r| r.get("type").and_then(Value::as_str) == Some("qemu"))
+            .filter(|r| matches!(r.get("type").and_then(Value::as_str), Some("qemu" | "lxc")))
             .map(|r| {
                 serde_json::from_value::<ClusterVm>(r).map_err(|e| Error::Decode {
                     method: "GET",
                     endpoint: EP,
-                    message: format!("qemu resource: {e}"),
+                    message: format!("guest resource: {e}"),
                 })
             })
             .collect()

@@ -64,6 +64,28 @@ async fn cluster_vms_keeps_only_qemu_and_decodes_leniently() {
 }
 
 #[tokio::test]
+async fn cluster_guests_keeps_containers_for_cluster_wide_vmids() {
+    let pve = pve().await;
+    on("GET", "/cluster/resources")
+        .and(query_param("type", "vm"))
+        .respond_with(data(json!([
+            {"id": "qemu/100", "type": "qemu", "vmid": 100, "node": "pve1", "name": "vm", "status": "running"},
+            {"id": "lxc/101", "type": "lxc", "vmid": "101", "node": "pve2", "name": "ct", "status": "running", "template": 0},
+            {"id": "storage/pve1/local", "type": "storage", "node": "pve1", "storage": "local"}
+        ])))
+        .expect(1)
+        .mount(&pve.server)
+        .await;
+    let guests = pve.client.cluster_guests().await.unwrap();
+    assert_eq!(
+        guests.iter().map(|g| (g.vmid, g.resource_type.as_str())).collect::<Vec<_>>(),
+        [(VmId(100), "qemu"), (VmId(101), "lxc")]
+    );
+    assert_eq!(guests[1].node.as_str(), "pve2");
+    pve.check_schema().await;
+}
+
+#[tokio::test]
 async fn cluster_vms_rejects_qemu_entry_without_vmid() {
     let pve = pve().await;
     on("GET", "/cluster/resources")
