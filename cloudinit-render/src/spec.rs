@@ -148,6 +148,13 @@ impl RunnerSpec {
             if label.trim().is_empty() {
                 return Err(invalid(format!("labels[{i}]"), label, "must not be empty"));
             }
+            if label.chars().any(char::is_control) {
+                return Err(invalid(
+                    format!("labels[{i}]"),
+                    label,
+                    "must not contain control characters (newline, tab, …)",
+                ));
+            }
             if label.contains(',') {
                 return Err(invalid(
                     format!("labels[{i}]"),

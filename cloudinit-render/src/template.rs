@@ -255,58 +255,88 @@ fn insertion(
             Ok(v.to_owned())
         }
         Ctx::Plain { in_flow, start, end } => {
-            const CONTEXT: &str = "inside a larger unquoted string";
-            if has_control(v) {
-                return Err(unsafe_value(
-                    p,
-                    CONTEXT,
-                    "it contains a line break or control character (quote the string in the template)",
-                ));
+            let scalar = &parsed.tokens[*start..*end];
+            if let Err(reason) = plain_check(scalar, values, k, *in_flow) {
+                return Err(unsafe_value(p, plain_context(*in_flow), reason));
             }
-            if v.contains(": ")
-                || v.ends_with(':')
-                || v.contains(" #")
-                || v.contains("\t#")
-                || v.starts_with('#')
-            {
-                return Err(unsafe_value(
-                    p,
-                    CONTEXT,
-                    "it contains ': ', ' #' or a trailing ':', which would end the string (quote it in the template)",
-                ));
-            }
-            if *in_flow && v.contains([',', '[', ']', '{', '}']) {
-                return Err(unsafe_value(
-                    p,
-                    "inside an unquoted string in a flow collection [..]/{..}",
-                    "it contains , [ ] { or } (quote the string in the template)",
-                ));
-            }
-            // The whole scalar must stay an unquoted string if the template's own text is one.
-            let mut combined = String::new();
-            let mut neutral = String::new();
-            for tok in &parsed.tokens[*start..*end] {
-                match tok {
-                    Tok::Char(c) => {
-                        combined.push(*c);
-                        neutral.push(*c);
-                    }
-                    Tok::Ph(j) => {
-                        combined.push_str(&values[*j]);
-                        neutral.push('x');
-                    }
+            // Together with the scalar's other placeholders (each fine on its own), the whole
+            // string must stay an unquoted string too (e.g. `${a}${b}` must not become `10`).
+            let others_ok = scalar.iter().all(|t| match t {
+                Tok::Ph(j) => plain_check(scalar, values, *j, *in_flow).is_ok(),
+                Tok::Char(_) => true,
+            });
+            if others_ok {
+                let all: Vec<usize> = scalar
+                    .iter()
+                    .filter_map(|t| match t {
+                        Tok::Ph(j) => Some(*j),
+                        Tok::Char(_) => None,
+                    })
+                    .collect();
+                if !plain_stays_string(scalar, values, &all, *in_flow) {
+                    return Err(unsafe_value(p, plain_context(*in_flow), CHANGES_TYPE));
                 }
-            }
-            if is_plain_safe(&neutral, *in_flow) && !is_plain_safe(&combined, *in_flow) {
-                return Err(unsafe_value(
-                    p,
-                    CONTEXT,
-                    "the resulting string would be read as something else (a YAML 1.1 bool, number, null, a leading indicator or edge whitespace); quote it in the template",
-                ));
             }
             Ok(v.to_owned())
         }
     }
+}
+
+const CHANGES_TYPE: &str = "the resulting string would be read as something else (a YAML 1.1 bool, number or null, a leading indicator, edge whitespace); quote it in the template";
+
+fn plain_context(in_flow: bool) -> &'static str {
+    if in_flow {
+        "inside an unquoted string in a flow collection [..]/{..}"
+    } else {
+        "inside a larger unquoted string"
+    }
+}
+
+/// The scalar's text with the values of the placeholders in `real` and `x` for the others.
+fn scalar_text(scalar: &[Tok], values: &[String], real: &[usize], neutral_all: bool) -> String {
+    let mut out = String::new();
+    for tok in scalar {
+        match tok {
+            Tok::Char(c) => out.push(*c),
+            Tok::Ph(j) if !neutral_all && real.contains(j) => out.push_str(&values[*j]),
+            Tok::Ph(_) => out.push('x'),
+        }
+    }
+    out
+}
+
+/// Whether putting the values of `real` into the unquoted scalar keeps it the string it reads as:
+/// only judged when the template's own text (placeholders as `x`) is a safe unquoted string.
+fn plain_stays_string(scalar: &[Tok], values: &[String], real: &[usize], in_flow: bool) -> bool {
+    let neutral = scalar_text(scalar, values, real, true);
+    !is_plain_safe(&neutral, in_flow) || is_plain_safe(&scalar_text(scalar, values, real, false), in_flow)
+}
+
+/// Whether placeholder `k`'s value alone can go into this unquoted scalar.
+fn plain_check(scalar: &[Tok], values: &[String], k: usize, in_flow: bool) -> Result<(), &'static str> {
+    let v = values[k].as_str();
+    if has_control(v) {
+        return Err(
+            "it contains a line break or control character (quote the string in the template)",
+        );
+    }
+    if v.contains(": ")
+        || v.ends_with(':')
+        || v.contains(" #")
+        || v.contains("\t#")
+        || v.starts_with('#')
+    {
+        return Err(
+            "it contains ': ', ' #' or a trailing ':', which would end the string (quote it in the template)",
+        );
+    }
+    if in_flow && v.contains([',', '[', ']', '{', '}']) {
+        return Err("it contains , [ ] { or } (quote the string in the template)");
+    }
+    if !plain_stays_string(scalar, values, &[k], in_flow) {
+        return Err(CHANGES_TYPE);
+    }
+    Ok(())
 }
 
 fn assemble(parsed: &Parsed, ctxs: &[Ctx], values: &[String]) -> Result<String, Error> {

@@ -179,6 +179,10 @@ impl Scanner {
         indent: usize,
     ) {
         let mut i = start;
+        // Column of the node owning the next scalar (the key of `key: v`, the `-` of `- v`):
+        // lines indented deeper than it continue a plain scalar that ran to the end of the line.
+        let mut parent_col = indent;
+        let mut last_scalar_col = None;
         while i < to {
             if let Some(q) = self.quote {
                 match toks[i] {
@@ -219,6 +223,7 @@ impl Scanner {
                     break;
                 }
                 Tok::Char(c @ ('"' | '\'')) if node_start => {
+                    last_scalar_col = Some(i - line_start);
                     self.quote = Some(c);
                     i += 1;
                 }
@@ -237,10 +242,14 @@ impl Scanner {
                     i += 1;
                 }
                 Tok::Char(':') if is_ws(next) || (self.flow_depth > 0 && is_flow_indicator(next)) => {
+                    if let Some(col) = last_scalar_col.take() {
+                        parent_col = col;
+                    }
                     node_start = true;
                     i += 1;
                 }
                 Tok::Char('-' | '?') if node_start && self.flow_depth == 0 && is_ws(next) => {
+                    parent_col = i - line_start;
                     i += 1;
                 }
                 Tok::Char('|' | '>') if node_start && self.flow_depth == 0 => {
@@ -257,8 +266,8 @@ impl Scanner {
                     }
                     self.set_range(toks, j, to, &Ctx::Comment);
                     self.block = Some(BlockState {
-                        parent_indent: indent,
-                        content_indent: explicit.map(|d| indent + d as usize),
+                        parent_indent: parent_col,
+                        content_indent: explicit.map(|d| parent_col + d as usize),
                     });
                     break;
                 }
@@ -272,7 +281,8 @@ impl Scanner {
                     i = j;
                 }
                 _ => {
-                    i = self.plain(toks, i, to, line_start);
+                    last_scalar_col = Some(i - line_start);
+                    i = self.plain(toks, i, to, line_start, parent_col);
                     node_start = false;
                 }
             }
@@ -283,7 +293,14 @@ impl Scanner {
     }
 
     /// A plain scalar starting at `start`; returns where it ends.
-    fn plain(&mut self, toks: &[Tok], start: usize, to: usize, line_start: usize) -> usize {
+    fn plain(
+        &mut self,
+        toks: &[Tok],
+        start: usize,
+        to: usize,
+        line_start: usize,
+        parent_col: usize,
+    ) -> usize {
         let in_flow = self.flow_depth > 0;
         let mut j = start;
         let mut at_eol = true;
@@ -317,12 +334,7 @@ impl Scanner {
         };
         self.set_range(toks, start, end, &ctx);
         if at_eol && !in_flow {
-            // The indentation of the node this scalar belongs to: more-indented lines continue it.
-            let indent = toks[line_start..]
-                .iter()
-                .take_while(|t| **t == Tok::Char(' '))
-                .count();
-            self.plain_cont = Some(indent);
+            self.plain_cont = Some(parent_col);
         }
         j
     }
@@ -406,5 +418,15 @@ mod tests {
             [Ctx::Standalone { in_flow: true }, Ctx::AfterBackslash]
         );
         assert_eq!(ctxs("a: &${runner_name} b\n"), [Ctx::Token]);
+        // `- key: v` owns its value at the key's column: the next key is no continuation.
+        assert_eq!(
+            ctxs("w:\n  - path: /x\n    owner: a:b\n    content: |\n      ${jit_config}\n  - k: ${runner_name}\n"),
+            [
+                Ctx::Block {
+                    first_line_start: true
+                },
+                Ctx::Standalone { in_flow: false },
+            ]
+        );
     }
 }
