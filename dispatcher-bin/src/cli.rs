@@ -82,6 +82,11 @@ pub struct SettingsArgs {
     /// Organisation scope (runners registered at the organisation) instead of one repository.
     #[arg(long, env = "GITHUB_ORG", global = true)]
     pub github_org: Option<String>,
+    /// Organisation scope: repositories whose queued jobs are polled (`name` or `owner/name`, comma
+    /// separated). GitHub has no organisation-wide jobs listing; without this list (or `REPO_NAME`) only
+    /// webhooks bring demand.
+    #[arg(long, env = "GITHUB_REPOSITORIES", global = true)]
+    pub github_repositories: Option<String>,
     /// GitHub App id (or client id) for App authentication.
     #[arg(long, env = "GITHUB_APP_ID", global = true)]
     pub github_app_id: Option<String>,
@@ -173,8 +178,14 @@ mod tests {
     fn no_subcommand_means_run() {
         let cli = Cli::try_parse_from(["dispatcher"]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cli.command, None);
-        let cli = Cli::try_parse_from(["dispatcher", "render", "--pool", "u24"]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cli.command, Some(Command::Render { pool: Some("u24".into()) }));
+        let cli = Cli::try_parse_from(["dispatcher", "render", "--pool", "u24"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cli.command,
+            Some(Command::Render {
+                pool: Some("u24".into())
+            })
+        );
     }
 
     #[test]

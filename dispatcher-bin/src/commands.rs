@@ -32,27 +32,66 @@ pub fn format_plan(plan: &Plan) -> String {
     let _ = writeln!(
         out,
         "{:<20} {:>6} {:>8} {:>7} {:>5} {:>5} {:>7} {:>5} {:>5} {:>8}  blocked by",
-        "POOL", "DEMAND", "CREATING", "BOOTING", "IDLE", "BUSY", "STOPPED", "STALE", "CAP", "TO START"
+        "POOL",
+        "DEMAND",
+        "CREATING",
+        "BOOTING",
+        "IDLE",
+        "BUSY",
+        "STOPPED",
+        "STALE",
+        "CAP",
+        "TO START"
     );
     for p in &plan.pools {
-        let cap = if p.cap == 0 { "-".to_owned() } else { p.cap.to_string() };
-        let blocked = p.blocked_by.as_ref().map_or_else(String::new, |b| format!("{b:?}"));
+        let cap = if p.cap == 0 {
+            "-".to_owned()
+        } else {
+            p.cap.to_string()
+        };
+        let blocked = p
+            .blocked_by
+            .as_ref()
+            .map_or_else(String::new, |b| format!("{b:?}"));
         let _ = writeln!(
             out,
             "{:<20} {:>6} {:>8} {:>7} {:>5} {:>5} {:>7} {:>5} {:>5} {:>8}  {blocked}",
-            p.pool, p.demand, p.creating, p.booting, p.idle, p.busy, p.stopped, p.stale, cap, p.to_start
+            p.pool,
+            p.demand,
+            p.creating,
+            p.booting,
+            p.idle,
+            p.busy,
+            p.stopped,
+            p.stale,
+            cap,
+            p.to_start
         );
     }
     let _ = writeln!(out);
     for s in &plan.starts {
-        let job = s.for_job.map_or_else(String::new, |j| format!(" for job {j}"));
-        let _ = writeln!(out, "start   pool={} node={} vmid={} runner={}{job}", s.pool, s.node, s.vmid, s.runner_name);
+        let job = s
+            .for_job
+            .map_or_else(String::new, |j| format!(" for job {j}"));
+        let _ = writeln!(
+            out,
+            "start   pool={} node={} vmid={} runner={}{job}",
+            s.pool, s.node, s.vmid, s.runner_name
+        );
     }
     for d in &plan.deletes {
-        let _ = writeln!(out, "delete  pool={} node={} vmid={} name={} reason={}", d.pool, d.node, d.vmid, d.name, d.reason);
+        let _ = writeln!(
+            out,
+            "delete  pool={} node={} vmid={} name={} reason={}",
+            d.pool, d.node, d.vmid, d.name, d.reason
+        );
     }
     for d in &plan.deregister {
-        let _ = writeln!(out, "deregister runner={} id={} reason={:?}", d.name, d.runner_id, d.reason);
+        let _ = writeln!(
+            out,
+            "deregister runner={} id={} reason={:?}",
+            d.name, d.runner_id, d.reason
+        );
     }
     for u in &plan.unmatched {
         let _ = writeln!(out, "unmatched job={} {}", u.job_id, u.reason);
@@ -67,7 +106,10 @@ pub fn format_plan(plan: &Plan) -> String {
 pub async fn status(rec: &Reconciler) -> ExitCode {
     match rec.observe_and_plan().await {
         Ok((observation, plan)) => {
-            print!("{}", format_status(&rec.cfg, &observation, &plan, rec.clock.now_unix()));
+            print!(
+                "{}",
+                format_status(&rec.cfg, &observation, &plan, rec.clock.now_unix())
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -78,33 +120,56 @@ pub async fn status(rec: &Reconciler) -> ExitCode {
 }
 
 /// Renders the status table.
-pub fn format_status(cfg: &RuntimeConfig, observation: &Observation, plan: &Plan, now: u64) -> String {
+pub fn format_status(
+    cfg: &RuntimeConfig,
+    observation: &Observation,
+    plan: &Plan,
+    now: u64,
+) -> String {
     let observed = &observation.observed;
     let index = RunnerIndex::new(&observed.runners);
     let mut out = String::new();
     for numbers in &plan.pools {
-        let Some(pool_idx) = cfg.pools.pool_index(&numbers.pool) else { continue };
+        let Some(pool_idx) = cfg.pools.pool_index(&numbers.pool) else {
+            continue;
+        };
         let pool = &cfg.pools.pools()[pool_idx];
-        let cap = if numbers.cap == 0 { "unlimited".to_owned() } else { numbers.cap.to_string() };
+        let cap = if numbers.cap == 0 {
+            "unlimited".to_owned()
+        } else {
+            numbers.cap.to_string()
+        };
         let _ = writeln!(
             out,
             "pool {} (template {}, vmids {}-{}, cap {cap}, min_idle {}): {} queued job(s)",
             pool.name, pool.template, pool.vmid_start, pool.vmid_end, pool.min_idle, numbers.demand
         );
-        let _ = writeln!(out, "  {:>6}  {:<10} {:<16} {:>8}  RUNNER", "VMID", "NODE", "PHASE", "AGE");
+        let _ = writeln!(
+            out,
+            "  {:>6}  {:<10} {:<16} {:>8}  RUNNER",
+            "VMID", "NODE", "PHASE", "AGE"
+        );
         let mut any = false;
         for vm in &observed.vms {
-            let Some(owned) = pool_scheduler::ownership(&cfg.pools, vm) else { continue };
+            let Some(owned) = pool_scheduler::ownership(&cfg.pools, vm) else {
+                continue;
+            };
             if owned.pool != pool_idx {
                 continue;
             }
             any = true;
             let ctx = VmContext {
-                in_flight: observed.in_flight.iter().find(|f| f.vmid == vm.vmid).map(|f| f.op),
+                in_flight: observed
+                    .in_flight
+                    .iter()
+                    .find(|f| f.vmid == vm.vmid)
+                    .map(|f| f.op),
                 vanished_since: observed.vanished_since.get(&vm.vmid).copied(),
             };
-            let phase = pool_scheduler::classify(pool, vm, &owned, &index, ctx, now);
-            let age = owned.created_unix.map_or_else(|| "?".to_owned(), |c| format_age(now.saturating_sub(c)));
+            let phase = pool_scheduler::classify(vm, &owned, pool, &index, ctx, now);
+            let age = owned
+                .created_unix
+                .map_or_else(|| "?".to_owned(), |c| format_age(now.saturating_sub(c)));
             let _ = writeln!(
                 out,
                 "  {:>6}  {:<10} {:<16} {:>8}  {}",
@@ -121,7 +186,10 @@ pub fn format_status(cfg: &RuntimeConfig, observation: &Observation, plan: &Plan
     }
     let unmatched = plan.unmatched.len();
     if unmatched > 0 {
-        let _ = writeln!(out, "{unmatched} queued job(s) match no pool (see `dispatcher plan`)");
+        let _ = writeln!(
+            out,
+            "{unmatched} queued job(s) match no pool (see `dispatcher plan`)"
+        );
     }
     out
 }
@@ -144,7 +212,10 @@ pub fn render(cfg: &RuntimeConfig, pool: Option<&str>) -> ExitCode {
     };
     let Some(pool) = chosen else {
         let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
-        eprintln!("dispatcher: render: choose a pool with --pool (one of: {})", names.join(", "));
+        eprintln!(
+            "dispatcher: render: choose a pool with --pool (one of: {})",
+            names.join(", ")
+        );
         return ExitCode::from(2);
     };
     let placeholder = SecretString::from("REDACTED-CREDENTIAL");
@@ -154,23 +225,44 @@ pub fn render(cfg: &RuntimeConfig, pool: Option<&str>) -> ExitCode {
         Credential::Jit(placeholder)
     };
     let spec = RunnerSpec {
-        runner_name: pool_scheduler::marks::runner_name(&pool.runner_name_prefix, pool.vmid_start, 0),
+        runner_name: pool_scheduler::marks::runner_name(
+            &pool.runner_name_prefix,
+            pool.vmid_start,
+            0,
+        ),
         labels: pool.labels.clone(),
         runner_user: pool.runner_user.clone(),
         target_url: cfg.runner_url.clone(),
-        os: if pool.os == Os::Windows { RenderOs::Windows } else { RenderOs::Linux },
+        os: if pool.os == Os::Windows {
+            RenderOs::Windows
+        } else {
+            RenderOs::Linux
+        },
         credential,
     };
     let result = match pool.injection {
         Injection::Snippet => crate::render::user_data(cfg, pool, &spec).map(|u| {
-            format!("# snippet {} (cicustom {})\n{}", cfg.snippets.dir().display(), crate::snippets::SnippetStore::cicustom(&pool.storage, &spec.runner_name), u.redacted())
+            format!(
+                "# snippet {} (cicustom {})\n{}",
+                cfg.snippets.dir().display(),
+                crate::snippets::SnippetStore::cicustom(&pool.storage, &spec.runner_name),
+                u.redacted()
+            )
         }),
-        Injection::Agent => cloudinit_render::agent_payload(&spec).map_err(Into::into).map(|files| {
-            files
-                .iter()
-                .map(|f| format!("# agent/file-write {}\n<redacted: {} characters>\n", f.path, secrecy::ExposeSecret::expose_secret(&f.content).len()))
-                .collect::<String>()
-        }),
+        Injection::Agent => cloudinit_render::agent_payload(&spec)
+            .map_err(Into::into)
+            .map(|files| {
+                files
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "# agent/file-write {}\n<redacted: {} characters>\n",
+                            f.path,
+                            secrecy::ExposeSecret::expose_secret(&f.content).len()
+                        )
+                    })
+                    .collect::<String>()
+            }),
     };
     match result {
         Ok(text) => {
@@ -190,17 +282,31 @@ pub async fn check(rec: &Reconciler) -> ExitCode {
     for (ok, line) in &report {
         println!("{} {line}", if *ok { "ok  " } else { "FAIL" });
     }
-    if report.iter().all(|(ok, _)| *ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if report.iter().all(|(ok, _)| *ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Privileges the dispatcher needs on `/vms` (clone target, config, power, delete) besides the template.
-const VM_PRIVS: &[&str] = &["VM.Allocate", "VM.Audit", "VM.Clone", "VM.Config.Options", "VM.Config.Cloudinit", "VM.PowerMgmt"];
+const VM_PRIVS: &[&str] = &[
+    "VM.Allocate",
+    "VM.Audit",
+    "VM.Clone",
+    "VM.Config.Options",
+    "VM.Config.Cloudinit",
+    "VM.PowerMgmt",
+];
 
 /// Runs every check; `(passed, line)` each.
 pub async fn doctor(rec: &Reconciler) -> Vec<(bool, String)> {
     let mut out = Vec::new();
     let cfg = &rec.cfg;
-    out.push((true, format!("configuration valid: {} pool(s)", cfg.pools.pools().len())));
+    out.push((
+        true,
+        format!("configuration valid: {} pool(s)", cfg.pools.pools().len()),
+    ));
     match rec.pve.version().await {
         Ok(v) => out.push((true, format!("proxmox reachable: version {}", v.version))),
         Err(e) => {
@@ -211,8 +317,14 @@ pub async fn doctor(rec: &Reconciler) -> Vec<(bool, String)> {
     match rec.pve.permissions(None).await {
         Ok(perms) => {
             let mut missing: Vec<&str> = perms.missing("/vms", VM_PRIVS);
-            if cfg.pools.pools().iter().any(|p| p.injection == Injection::Agent) {
-                let pve9 = perms.missing("/vms", &["VM.GuestAgent.Audit", "VM.GuestAgent.FileWrite"]);
+            if cfg
+                .pools
+                .pools()
+                .iter()
+                .any(|p| p.injection == Injection::Agent)
+            {
+                let pve9 =
+                    perms.missing("/vms", &["VM.GuestAgent.Audit", "VM.GuestAgent.FileWrite"]);
                 let pve8 = perms.missing("/vms", &["VM.Monitor"]);
                 if !pve9.is_empty() && !pve8.is_empty() {
                     missing.extend(pve9);
@@ -229,7 +341,10 @@ pub async fn doctor(rec: &Reconciler) -> Vec<(bool, String)> {
             if missing.is_empty() {
                 out.push((true, "token privileges sufficient on /vms".to_owned()));
             } else {
-                out.push((false, format!("token lacks on /vms: {}", missing.join(", "))));
+                out.push((
+                    false,
+                    format!("token lacks on /vms: {}", missing.join(", ")),
+                ));
             }
         }
         Err(e) => out.push((false, format!("cannot read token permissions: {e}"))),
@@ -237,15 +352,48 @@ pub async fn doctor(rec: &Reconciler) -> Vec<(bool, String)> {
     match rec.pve.cluster_guests().await {
         Ok(guests) => {
             for pool in cfg.pools.pools() {
-                let nodes: Vec<&str> = if pool.nodes.is_empty() { vec![pool.node.as_str()] } else { pool.nodes.iter().map(String::as_str).collect() };
-                let found: Vec<_> = guests.iter().filter(|g| g.resource_type == "qemu" && g.name.as_deref() == Some(pool.template.as_str())).collect();
+                let nodes: Vec<&str> = if pool.nodes.is_empty() {
+                    vec![pool.node.as_str()]
+                } else {
+                    pool.nodes.iter().map(String::as_str).collect()
+                };
+                let found: Vec<_> = guests
+                    .iter()
+                    .filter(|g| {
+                        g.resource_type == "qemu"
+                            && g.name.as_deref() == Some(pool.template.as_str())
+                    })
+                    .collect();
                 match found.iter().find(|g| g.template) {
                     Some(t) => {
                         let local = nodes.iter().any(|n| *n == t.node.as_str());
-                        out.push((true, format!("pool {}: template {:?} is VM {} on {}{}", pool.name, pool.template, t.vmid, t.node.as_str(), if local { "" } else { " (cloned cross-node: needs shared storage)" })));
+                        out.push((
+                            true,
+                            format!(
+                                "pool {}: template {:?} is VM {} on {}{}",
+                                pool.name,
+                                pool.template,
+                                t.vmid,
+                                t.node.as_str(),
+                                if local {
+                                    ""
+                                } else {
+                                    " (cloned cross-node: needs shared storage)"
+                                }
+                            ),
+                        ));
                     }
-                    None if !found.is_empty() => out.push((false, format!("pool {}: VM {:?} exists but is not a template", pool.name, pool.template))),
-                    None => out.push((false, format!("pool {}: template {:?} not found", pool.name, pool.template))),
+                    None if !found.is_empty() => out.push((
+                        false,
+                        format!(
+                            "pool {}: VM {:?} exists but is not a template",
+                            pool.name, pool.template
+                        ),
+                    )),
+                    None => out.push((
+                        false,
+                        format!("pool {}: template {:?} not found", pool.name, pool.template),
+                    )),
                 }
             }
         }
@@ -260,31 +408,64 @@ pub async fn doctor(rec: &Reconciler) -> Vec<(bool, String)> {
             }
         }
         match cfg.snippets.probe() {
-            Ok(()) => out.push((true, format!("snippet folder {} is writable", cfg.snippets.dir().display()))),
-            Err(e) => out.push((false, format!("snippet folder {} is not writable: {e}", cfg.snippets.dir().display()))),
+            Ok(()) => out.push((
+                true,
+                format!(
+                    "snippet folder {} is writable",
+                    cfg.snippets.dir().display()
+                ),
+            )),
+            Err(e) => out.push((
+                false,
+                format!(
+                    "snippet folder {} is not writable: {e}",
+                    cfg.snippets.dir().display()
+                ),
+            )),
         }
     }
     match rec.gh.list_runners().await {
-        Ok(r) => out.push((true, format!("github: can list runners ({} registered)", r.len()))),
+        Ok(r) => out.push((
+            true,
+            format!("github: can list runners ({} registered)", r.len()),
+        )),
         Err(e) => out.push((false, format!("github: cannot list runners: {e}"))),
     }
     match rec.gh.registration_token().await {
         Ok(_) => out.push((true, "github: can mint runner credentials".to_owned())),
-        Err(e) => out.push((false, format!("github: cannot mint runner credentials: {e}"))),
+        Err(e) => out.push((
+            false,
+            format!("github: cannot mint runner credentials: {e}"),
+        )),
     }
     for pool in cfg.pools.pools() {
-        let hosted_only = matches!(pool_scheduler::match_job(&cfg.pools, &pool.labels), pool_scheduler::MatchResult::NotOurs);
+        let hosted_only = matches!(
+            pool_scheduler::match_job(&cfg.pools, &pool.labels),
+            pool_scheduler::MatchResult::NotOurs
+        );
         if pool.labels.len() > 100 || hosted_only {
             out.push((false, format!("pool {}: labels {:?} cannot be requested by a job (GitHub allows 1–100 self-hosted labels)", pool.name, pool.labels)));
         } else {
-            out.push((true, format!("pool {}: jobs with runs-on ⊆ [self-hosted, {}] reach it", pool.name, pool.labels.join(", "))));
+            out.push((
+                true,
+                format!(
+                    "pool {}: jobs with runs-on ⊆ [self-hosted, {}] reach it",
+                    pool.name,
+                    pool.labels.join(", ")
+                ),
+            ));
         }
     }
     out
 }
 
 fn storages(cfg: &RuntimeConfig) -> Vec<String> {
-    let mut s: Vec<String> = cfg.pools.pools().iter().map(|p| p.storage.clone()).collect();
+    let mut s: Vec<String> = cfg
+        .pools
+        .pools()
+        .iter()
+        .map(|p| p.storage.clone())
+        .collect();
     s.sort();
     s.dedup();
     s

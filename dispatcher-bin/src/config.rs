@@ -42,6 +42,9 @@ pub struct TemplateFile {
 pub struct RuntimeConfig {
     /// Proxmox client settings.
     pub proxmox: ProxmoxConfig,
+    /// Organisation scope: the repositories polled for queued jobs (`GITHUB_REPOSITORIES`, else
+    /// `REPO_OWNER/REPO_NAME` when `REPO_NAME` is set). Empty in repository scope.
+    pub org_repositories: Vec<String>,
     /// GitHub client settings.
     pub github: GitHubConfig,
     /// Pools, validated.
@@ -85,6 +88,7 @@ impl SettingsArgs {
             "PROXMOX_TLS_FINGERPRINT" => self.proxmox_tls_fingerprint.clone(),
             "GITHUB_API_URL" => self.github_api_url.clone(),
             "GITHUB_ORG" => self.github_org.clone(),
+            "GITHUB_REPOSITORIES" => self.github_repositories.clone(),
             "GITHUB_APP_ID" => self.github_app_id.clone(),
             "GITHUB_APP_INSTALLATION_ID" => self.github_app_installation_id.clone(),
             "GITHUB_APP_PRIVATE_KEY_FILE" => self.github_app_private_key_file.clone(),
@@ -118,7 +122,11 @@ impl SettingsArgs {
 
     /// The production lookup: flags/env merged by clap, secrets from the process environment.
     pub fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
-        move |var| self.get(var).or_else(|| std::env::var(var).ok()).filter(|v| !v.is_empty())
+        move |var| {
+            self.get(var)
+                .or_else(|| std::env::var(var).ok())
+                .filter(|v| !v.is_empty())
+        }
     }
 }
 
@@ -129,11 +137,20 @@ impl RuntimeConfig {
         lookup: &dyn Fn(&str) -> Option<String>,
         pools_file_exists: &dyn Fn(&Path) -> bool,
     ) -> Result<Self, ConfigErrors> {
-        let get = |k: &str| lookup(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            lookup(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let mut errors: Vec<String> = Vec::new();
         let mut warnings: Vec<String> = Vec::new();
 
-        for required in ["PROXMOX_URL", "PROXMOX_NODE", "PROXMOX_TOKEN_ID", "PROXMOX_TOKEN_SECRET"] {
+        for required in [
+            "PROXMOX_URL",
+            "PROXMOX_NODE",
+            "PROXMOX_TOKEN_ID",
+            "PROXMOX_TOKEN_SECRET",
+        ] {
             if get(required).is_none() {
                 errors.push(format!("{required} is required but not set"));
             }
@@ -148,19 +165,25 @@ impl RuntimeConfig {
                 None
             }
         };
-        let github = GitHubConfig::from_lookup(|k| get(k)).map_err(|e| errors.push(e.to_string())).ok();
+        let github = GitHubConfig::from_lookup(|k| get(k))
+            .map_err(|e| errors.push(e.to_string()))
+            .ok();
 
         let flag = |name: &str, errors: &mut Vec<String>| -> bool {
-            get(name).map_or(false, |v| parse_bool(name, &v).unwrap_or_else(|e| {
-                errors.push(e);
-                false
-            }))
+            get(name).map_or(false, |v| {
+                parse_bool(name, &v).unwrap_or_else(|e| {
+                    errors.push(e);
+                    false
+                })
+            })
         };
         let number = |name: &str, default: u64, errors: &mut Vec<String>| -> u64 {
-            get(name).map_or(default, |v| parse_u64(name, &v).unwrap_or_else(|e| {
-                errors.push(e);
-                default
-            }))
+            get(name).map_or(default, |v| {
+                parse_u64(name, &v).unwrap_or_else(|e| {
+                    errors.push(e);
+                    default
+                })
+            })
         };
         let u32_of = |name: &str, v: u64, errors: &mut Vec<String>| -> u32 {
             u32::try_from(v).unwrap_or_else(|_| {
@@ -179,14 +202,22 @@ impl RuntimeConfig {
         }
         let debug_logging = flag("DEBUG_LOGGING", &mut errors);
 
-        let mut defaults = Defaults { node: get("PROXMOX_NODE").unwrap_or_default(), flags, ..Defaults::default() };
+        let mut defaults = Defaults {
+            node: get("PROXMOX_NODE").unwrap_or_default(),
+            flags,
+            ..Defaults::default()
+        };
         if let Some(v) = get("TEMPLATE_NAME") {
             defaults.template_name = v;
         }
         if let Some(v) = get("PROXMOX_STORAGE") {
             defaults.storage = v;
         }
-        let start = number("RUNNER_ID_START", u64::from(defaults.vmid_start), &mut errors);
+        let start = number(
+            "RUNNER_ID_START",
+            u64::from(defaults.vmid_start),
+            &mut errors,
+        );
         defaults.vmid_start = u32_of("RUNNER_ID_START", start, &mut errors);
         let end = number("RUNNER_ID_END", u64::from(defaults.vmid_end), &mut errors);
         defaults.vmid_end = u32_of("RUNNER_ID_END", end, &mut errors);
@@ -209,7 +240,9 @@ impl RuntimeConfig {
         defaults.runner_group_id = number("RUNNER_GROUP_ID", defaults.runner_group_id, &mut errors);
         if let Some(v) = get("MAX_TOTAL_RUNNERS") {
             match parse_u64("MAX_TOTAL_RUNNERS", &v) {
-                Ok(n) => defaults.max_total_runners = Some(u32_of("MAX_TOTAL_RUNNERS", n, &mut errors)),
+                Ok(n) => {
+                    defaults.max_total_runners = Some(u32_of("MAX_TOTAL_RUNNERS", n, &mut errors))
+                }
                 Err(e) => errors.push(e),
             }
         }
@@ -244,14 +277,21 @@ impl RuntimeConfig {
         let mut templates = BTreeMap::new();
         if let Some(pools) = &pools {
             for pool in pools.pools() {
-                let Some(path) = &pool.user_data_template else { continue };
+                let Some(path) = &pool.user_data_template else {
+                    continue;
+                };
                 match std::fs::read_to_string(path) {
                     Ok(text) => match cloudinit_render::template_placeholders(&text) {
                         Ok(_) => {
-                            let uses_registration_token = cloudinit_render::template_uses_registration_token(&text);
+                            let uses_registration_token =
+                                cloudinit_render::template_uses_registration_token(&text);
                             templates.insert(
                                 pool.name.clone(),
-                                TemplateFile { path: path.clone(), text, uses_registration_token },
+                                TemplateFile {
+                                    path: path.clone(),
+                                    text,
+                                    uses_registration_token,
+                                },
                             );
                         }
                         Err(e) => errors.push(format!(
@@ -271,7 +311,11 @@ impl RuntimeConfig {
 
         let listen_addr = get("LISTEN_ADDR").and_then(|v| {
             v.parse::<SocketAddr>()
-                .map_err(|_| errors.push(format!("LISTEN_ADDR={v:?}: expected HOST:PORT, e.g. 0.0.0.0:8080")))
+                .map_err(|_| {
+                    errors.push(format!(
+                        "LISTEN_ADDR={v:?}: expected HOST:PORT, e.g. 0.0.0.0:8080"
+                    ))
+                })
                 .ok()
         });
         let webhook_secret = get("WEBHOOK_SECRET").map(SecretString::from);
@@ -286,12 +330,32 @@ impl RuntimeConfig {
         let storage = get("PROXMOX_STORAGE").unwrap_or_else(|| "local".to_owned());
         let snippets_dir = get("SNIPPETS_DIR").unwrap_or_else(|| DEFAULT_SNIPPETS_DIR.to_owned());
 
+        let org_repositories: Vec<String> = if get("GITHUB_ORG").is_some() {
+            match (get("GITHUB_REPOSITORIES"), get("REPO_NAME")) {
+                (Some(list), _) => pool_scheduler::split_labels(&list),
+                (None, Some(name)) => {
+                    vec![get("REPO_OWNER").map_or(name.clone(), |owner| format!("{owner}/{name}"))]
+                }
+                (None, None) => {
+                    warnings.push(
+                        "GITHUB_ORG is set without GITHUB_REPOSITORIES or REPO_NAME: queued jobs are not polled; \
+                         only webhooks (LISTEN_ADDR + WEBHOOK_SECRET) bring demand"
+                            .to_owned(),
+                    );
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+
         match (proxmox, github, pools) {
             (Some(proxmox), Some(github), Some(pools)) if errors.is_empty() => {
                 let runner_url = get("REPO_URL").unwrap_or_else(|| github.runner_url().to_string());
                 let runner_url = runner_url.trim_end_matches('/').to_owned();
                 Ok(Self {
                     proxmox,
+                    org_repositories,
                     github,
                     pools,
                     templates,
@@ -311,12 +375,17 @@ impl RuntimeConfig {
 
     /// Whether a pool gets a registration token (its template asks for one) rather than a JIT config.
     pub fn uses_registration_token(&self, pool: &str) -> bool {
-        self.templates.get(pool).is_some_and(|t| t.uses_registration_token)
+        self.templates
+            .get(pool)
+            .is_some_and(|t| t.uses_registration_token)
     }
 
     /// Whether any pool injects through snippets (then `SNIPPETS_DIR` must be writable).
     pub fn any_snippet_pool(&self) -> bool {
-        self.pools.pools().iter().any(|p| p.injection == Injection::Snippet)
+        self.pools
+            .pools()
+            .iter()
+            .any(|p| p.injection == Injection::Snippet)
     }
 }
 
@@ -327,7 +396,10 @@ mod tests {
 
     fn base() -> HashMap<&'static str, String> {
         HashMap::from([
-            ("PROXMOX_URL", "https://pve.example:8006/api2/json".to_owned()),
+            (
+                "PROXMOX_URL",
+                "https://pve.example:8006/api2/json".to_owned(),
+            ),
             ("PROXMOX_NODE", "pve1".to_owned()),
             ("PROXMOX_TOKEN_ID", "ghr@pve!dispatcher".to_owned()),
             ("PROXMOX_TOKEN_SECRET", "pve-secret-value-123".to_owned()),
@@ -357,7 +429,11 @@ mod tests {
     fn every_seed_variable_is_read() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let tpl = dir.path().join("user-data.tpl");
-        std::fs::write(&tpl, "#cloud-config\nruncmd:\n  - [echo, \"${runner_name}\"]\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            &tpl,
+            "#cloud-config\nruncmd:\n  - [echo, \"${runner_name}\"]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let mut vars = base();
         vars.extend([
             ("PROXMOX_STORAGE", "cephfs".to_owned()),
@@ -402,7 +478,10 @@ mod tests {
         assert_eq!(cfg.snippets.default_storage(), "cephfs");
         assert!(cfg.debug_logging);
         assert_eq!(cfg.log_format, LogFormat::Json);
-        assert_eq!(cfg.listen_addr, Some("127.0.0.1:9000".parse().unwrap_or_else(|e| panic!("{e}"))));
+        assert_eq!(
+            cfg.listen_addr,
+            Some("127.0.0.1:9000".parse().unwrap_or_else(|e| panic!("{e}")))
+        );
         assert!(cfg.webhook_secret.is_some());
         assert!(cfg.templates.contains_key(&pool.name));
         assert!(!cfg.uses_registration_token(&pool.name));
@@ -421,10 +500,19 @@ mod tests {
         ]);
         let err = load(&vars).err().unwrap_or_else(|| panic!("must fail"));
         let text = err.to_string();
-        for needle in ["PROXMOX_NODE", "POLL_INTERVAL=\"soon\"", "DISABLE_CLEANUP=\"perhaps\"", "usb-stick", "xml"] {
+        for needle in [
+            "PROXMOX_NODE",
+            "POLL_INTERVAL=\"soon\"",
+            "DISABLE_CLEANUP=\"perhaps\"",
+            "usb-stick",
+            "xml",
+        ] {
             assert!(text.contains(needle), "{needle} missing in:\n{text}");
         }
-        assert!(!text.contains("pve-secret-value-123") && !text.contains("ghp_secret"), "{text}");
+        assert!(
+            !text.contains("pve-secret-value-123") && !text.contains("ghp_secret"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -443,6 +531,10 @@ mod tests {
         vars.insert("RUNNER_POOLS_CONFIG", file.display().to_string());
         let err = load(&vars).err().unwrap_or_else(|| panic!("must fail"));
         assert!(err.0.len() >= 3, "expected every problem, got {:?}", err.0);
-        assert!(err.0.iter().all(|l| l.contains("RUNNER_POOLS_CONFIG=")), "{:?}", err.0);
+        assert!(
+            err.0.iter().all(|l| l.contains("RUNNER_POOLS_CONFIG=")),
+            "{:?}",
+            err.0
+        );
     }
 }

@@ -27,21 +27,41 @@ pub(crate) async fn delete_vm(rec: &Reconciler, del: &Delete, registration: Opti
     }
 }
 
-async fn try_delete(rec: &Reconciler, del: &Delete, registration: Option<u64>) -> Result<(), Error> {
+async fn try_delete(
+    rec: &Reconciler,
+    del: &Delete,
+    registration: Option<u64>,
+) -> Result<(), Error> {
     let node = NodeName::new(del.node.clone())?;
     let vmid = VmId::new(del.vmid)?;
     let status = rec.pve.vm_status(&node, vmid).await?;
-    let pool = rec.cfg.pools.pool(&del.pool).ok_or_else(|| Error::NotOwned { vmid: del.vmid, why: format!("pool {:?} unknown", del.pool) })?;
+    let pool = rec
+        .cfg
+        .pools
+        .pool(&del.pool)
+        .ok_or_else(|| Error::NotOwned {
+            vmid: del.vmid,
+            why: format!("pool {:?} unknown", del.pool),
+        })?;
     if status.template {
-        return Err(Error::NotOwned { vmid: del.vmid, why: "it is a template".into() });
+        return Err(Error::NotOwned {
+            vmid: del.vmid,
+            why: "it is a template".into(),
+        });
     }
     if let Some(name) = status.name.as_deref() {
         if !name.starts_with(&pool.runner_name_prefix) || name != del.name {
-            return Err(Error::NotOwned { vmid: del.vmid, why: format!("its name is {name:?}") });
+            return Err(Error::NotOwned {
+                vmid: del.vmid,
+                why: format!("its name is {name:?}"),
+            });
         }
     }
     if let Some(lock) = status.lock.as_deref().filter(|l| !l.is_empty()) {
-        return Err(Error::NotOwned { vmid: del.vmid, why: format!("it is locked ({lock})") });
+        return Err(Error::NotOwned {
+            vmid: del.vmid,
+            why: format!("it is locked ({lock})"),
+        });
     }
     if status.is_running() {
         let upid = rec.pve.stop(&node, vmid).await?;
@@ -70,6 +90,8 @@ async fn remove_registration(rec: &Reconciler, id: u64, name: &str) {
         Err(github_runners::Error::RunnerBusy { .. }) => {
             tracing::warn!(runner = %name, runner_id = id, "registration is busy with a job; left in place")
         }
-        Err(e) => tracing::warn!(runner = %name, runner_id = id, error = %e, "could not remove the registration"),
+        Err(e) => {
+            tracing::warn!(runner = %name, runner_id = id, error = %e, "could not remove the registration")
+        }
     }
 }

@@ -18,6 +18,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "GITHUB_APP_PRIVATE_KEY_FILE",
     "GITHUB_API_URL",
     "GITHUB_ORG",
+    "GITHUB_REPOSITORIES",
     "MAX_TOTAL_RUNNERS",
     "DISABLE_CLEANUP",
     "PAUSE_ON_STOPPED",
@@ -122,7 +123,10 @@ mod tests {
             "HOME",
             "RUNNER_OS",
         ];
-        assert_eq!(unknown_variables(names), vec!["PROXMOX_TOKEN_SECRT", "RUNNER_LABLES"]);
+        assert_eq!(
+            unknown_variables(names),
+            vec!["PROXMOX_TOKEN_SECRT", "RUNNER_LABLES"]
+        );
     }
 
     #[test]
@@ -134,12 +138,19 @@ mod tests {
             assert_eq!(parse_bool("X", f), Ok(false), "{f}");
         }
         let err = parse_bool("DISABLE_CLEANUP", "maybe").unwrap_err();
-        assert!(err.contains("DISABLE_CLEANUP") && err.contains("maybe"), "{err}");
+        assert!(
+            err.contains("DISABLE_CLEANUP") && err.contains("maybe"),
+            "{err}"
+        );
     }
 
     #[test]
     fn integers() {
         assert_eq!(parse_u64("POLL_INTERVAL", "15"), Ok(15));
-        assert!(parse_u64("POLL_INTERVAL", "-1").unwrap_err().contains("POLL_INTERVAL"));
+        assert!(
+            parse_u64("POLL_INTERVAL", "-1")
+                .unwrap_err()
+                .contains("POLL_INTERVAL")
+        );
     }
 }

@@ -73,7 +73,9 @@ impl Error {
         match self {
             Error::Proxmox(e) => e.is_retryable(),
             Error::GitHub(e) => e.is_retryable(),
-            Error::VmidTaken { .. } | Error::AgentTimeout { .. } | Error::RateLimited { .. } => true,
+            Error::VmidTaken { .. } | Error::AgentTimeout { .. } | Error::RateLimited { .. } => {
+                true
+            }
             Error::Snippet { .. } | Error::TemplateNotFound { .. } => true,
             Error::Render(_) | Error::NotOwned { .. } | Error::Cancelled => false,
         }

@@ -32,6 +32,9 @@ pub mod reconciler;
 pub mod render;
 pub mod snippets;
 
+#[cfg(test)]
+mod tests;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -48,10 +51,17 @@ pub async fn main_with(cli: Cli) -> ExitCode {
         Some("json") => LogFormat::Json,
         _ => LogFormat::Text,
     };
-    let debug = lookup("DEBUG_LOGGING").is_some_and(|v| env::parse_bool("DEBUG_LOGGING", &v).unwrap_or(false));
+    let debug = lookup("DEBUG_LOGGING")
+        .is_some_and(|v| env::parse_bool("DEBUG_LOGGING", &v).unwrap_or(false));
     logging::init(format, debug);
 
-    for name in env::unknown_variables(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).collect::<Vec<_>>().iter().map(String::as_str)) {
+    for name in env::unknown_variables(
+        std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+    ) {
         tracing::warn!(variable = %name, "unknown variable (a typo?); it is ignored");
     }
 
@@ -61,7 +71,10 @@ pub async fn main_with(cli: Cli) -> ExitCode {
             for line in &errors.0 {
                 tracing::error!("configuration: {line}");
             }
-            eprintln!("dispatcher: invalid configuration ({} problem(s)):", errors.0.len());
+            eprintln!(
+                "dispatcher: invalid configuration ({} problem(s)):",
+                errors.0.len()
+            );
             for line in &errors.0 {
                 eprintln!("  {line}");
             }
@@ -84,18 +97,28 @@ pub async fn main_with(cli: Cli) -> ExitCode {
         }
     };
     let gh = match github_runners::GitHubClient::new(cfg.github.clone()) {
-        Ok(c) => Arc::new(c),
+        Ok(c) => Arc::new(c.with_repositories(cfg.org_repositories.clone())),
         Err(e) => {
             eprintln!("dispatcher: github client: {e}");
             return ExitCode::from(2);
         }
     };
-    let rec = Reconciler::new(pve, gh, Arc::new(cfg), Arc::new(SystemClock), Tuning::default());
+    let rec = Reconciler::new(
+        pve,
+        gh,
+        Arc::new(cfg),
+        Arc::new(SystemClock),
+        Tuning::default(),
+    );
 
     match command {
         Command::Run => {
             spawn_signal_handler(&rec);
-            tracing::info!(pools = rec.cfg.pools.pools().len(), poll_s = rec.cfg.poll_interval.as_secs(), "dispatcher started");
+            tracing::info!(
+                pools = rec.cfg.pools.pools().len(),
+                poll_s = rec.cfg.poll_interval.as_secs(),
+                "dispatcher started"
+            );
             rec.run().await;
             tracing::info!("dispatcher stopped");
             ExitCode::SUCCESS
@@ -108,12 +131,19 @@ pub async fn main_with(cli: Cli) -> ExitCode {
                 Ok(report) if rec.failed_tasks() == 0 => {
                     println!(
                         "pass done: {} started, {} deleting, {} deregistering, {} held, {} queued jobs",
-                        report.started, report.deleting, report.deregistering, report.held, report.queued_jobs
+                        report.started,
+                        report.deleting,
+                        report.deregistering,
+                        report.held,
+                        report.queued_jobs
                     );
                     ExitCode::SUCCESS
                 }
                 Ok(_) => {
-                    eprintln!("dispatcher: {} action(s) of the pass failed (see the log)", rec.failed_tasks());
+                    eprintln!(
+                        "dispatcher: {} action(s) of the pass failed (see the log)",
+                        rec.failed_tasks()
+                    );
                     ExitCode::FAILURE
                 }
                 Err(e) => {

@@ -37,7 +37,10 @@ impl Observation {
     /// The template of that name on `node`, else the first one elsewhere (cloned with `target`).
     pub fn template_for(&self, name: &str, node: &str) -> Option<TemplateRef> {
         let all = self.templates.get(name)?;
-        all.iter().find(|t| t.node == node).or_else(|| all.first()).cloned()
+        all.iter()
+            .find(|t| t.node == node)
+            .or_else(|| all.first())
+            .cloned()
     }
 }
 
@@ -79,13 +82,21 @@ impl Observer {
         let guests = guests?;
         let nodes = nodes?;
         let runners = runners?;
-        let jobs = jobs?;
+        let jobs = match jobs {
+            Ok(jobs) => jobs,
+            // Organisation scope without repositories to poll: demand comes from webhooks only.
+            Err(github_runners::Error::Unsupported(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
         let now = rec.clock.now_unix();
         let pools = &rec.cfg.pools;
 
         let mut used_vmids: BTreeSet<u32> = guests.iter().map(|g| g.vmid.get()).collect();
         used_vmids.extend(taken.iter().copied());
-        let qemu: Vec<&ClusterVm> = guests.iter().filter(|g| g.resource_type == "qemu").collect();
+        let qemu: Vec<&ClusterVm> = guests
+            .iter()
+            .filter(|g| g.resource_type == "qemu")
+            .collect();
 
         let mut templates: BTreeMap<String, Vec<TemplateRef>> = BTreeMap::new();
         for vm in qemu.iter().filter(|v| v.template) {
@@ -93,7 +104,10 @@ impl Observer {
                 templates
                     .entry(name.clone())
                     .or_default()
-                    .push(TemplateRef { node: vm.node.as_str().to_owned(), vmid: vm.vmid.get() });
+                    .push(TemplateRef {
+                        node: vm.node.as_str().to_owned(),
+                        vmid: vm.vmid.get(),
+                    });
             }
         }
 
@@ -119,18 +133,25 @@ impl Observer {
         for (vmid, name, cfg) in fetched {
             match cfg {
                 Ok(cfg) => {
-                    let marker = cfg.description.as_deref().and_then(pool_scheduler::marks::parse_description_marker);
+                    let marker = cfg
+                        .description
+                        .as_deref()
+                        .and_then(pool_scheduler::marks::parse_description_marker);
                     lock(&self.markers).insert(vmid, (name, marker));
                 }
                 // The VM vanished or is mid-creation: decide next pass.
-                Err(e) => tracing::debug!(vmid, error = %e, "config read for the ownership marker failed"),
+                Err(e) => {
+                    tracing::debug!(vmid, error = %e, "config read for the ownership marker failed")
+                }
             }
         }
 
         let mut vms: Vec<ObservedVm> = qemu
             .iter()
             .map(|v| {
-                let marker = lock(&self.markers).get(&v.vmid.get()).and_then(|(_, m)| m.clone());
+                let marker = lock(&self.markers)
+                    .get(&v.vmid.get())
+                    .and_then(|(_, m)| m.clone());
                 ObservedVm {
                     vmid: v.vmid.get(),
                     node: v.node.as_str().to_owned(),
@@ -179,14 +200,21 @@ impl Observer {
                         vm.name = s.name;
                     }
                 }
-                Some(Err(e)) => tracing::debug!(vmid = vms[i].vmid, error = %e, "status/current failed"),
+                Some(Err(e)) => {
+                    tracing::debug!(vmid = vms[i].vmid, error = %e, "status/current failed")
+                }
                 None => {}
             }
         }
 
         let runners: Vec<RunnerReg> = runners
             .iter()
-            .map(|r| RunnerReg { id: r.id, name: r.name.clone(), online: r.is_online(), busy: r.busy })
+            .map(|r| RunnerReg {
+                id: r.id,
+                name: r.name.clone(),
+                online: r.is_online(),
+                busy: r.busy,
+            })
             .collect();
 
         // A ready, running VM of ours whose registration is gone: remember since when (grace before cleanup).
@@ -195,7 +223,10 @@ impl Observer {
             let mut vanished = lock(&self.vanished_since);
             let mut keep = BTreeSet::new();
             for vm in &vms {
-                let ours = pool_scheduler::ownership(pools, vm).is_some();
+                // Only JIT pools: their registration exists from the moment the credential is minted, so
+                // its absence means the runner is gone (registration-token runners appear only later).
+                let ours = pool_scheduler::ownership(pools, vm)
+                    .is_some_and(|o| !rec.cfg.uses_registration_token(&pools.pools()[o.pool].name));
                 let ready = pool_scheduler::marks::has_ready_tag(&vm.tags);
                 let lost = vm.name.as_deref().is_some_and(|n| !names.contains(n));
                 if ours && ready && vm.power == Power::Running && lost {
@@ -226,7 +257,15 @@ impl Observer {
             .collect();
 
         Ok(Observation {
-            observed: Observed { vms, used_vmids, jobs, runners, in_flight, nodes, vanished_since },
+            observed: Observed {
+                vms,
+                used_vmids,
+                jobs,
+                runners,
+                in_flight,
+                nodes,
+                vanished_since,
+            },
             templates,
         })
     }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use cloudinit_render::{Credential, Os as RenderOs, RunnerSpec};
 use github_runners::JitRequest;
 use pool_scheduler::{Injection, Os, Pool, Start, marks};
-use proxmox_api::{CloneRequest, ConfigUpdate, NodeName, ProxmoxApi, Tags, Upid, VmId};
+use proxmox_api::{CloneRequest, ConfigUpdate, NodeName, Tags, Upid, VmId};
 
 use crate::error::Error;
 use crate::observe::TemplateRef;
@@ -32,7 +32,12 @@ struct Made {
 }
 
 /// Provisions one runner VM; on error everything made is rolled back before returning.
-pub(crate) async fn provision(rec: &Reconciler, pool: &Pool, start: &Start, template: TemplateRef) -> Result<(), Error> {
+pub(crate) async fn provision(
+    rec: &Reconciler,
+    pool: &Pool,
+    start: &Start,
+    template: TemplateRef,
+) -> Result<(), Error> {
     let t0 = Instant::now();
     let mut made = Made::default();
     let result = steps(rec, pool, start, &template, &mut made, t0).await;
@@ -63,7 +68,8 @@ async fn steps(
     let name = start.runner_name.as_str();
 
     // 1. credential ∥ clone
-    let description = marks::description_marker(&pool.name, name, start.created_unix, &details(rec, start));
+    let description =
+        marks::description_marker(&pool.name, name, start.created_unix, &details(rec, start));
     let mut clone = CloneRequest::new(vmid);
     clone.name = Some(name.to_owned());
     clone.description = Some(description);
@@ -74,7 +80,10 @@ async fn steps(
     if tpl_node != node {
         clone.target = Some(node.clone());
     }
-    let (minted, cloned) = tokio::join!(mint(rec, pool, name), clone_vm(rec, &tpl_node, tpl_vmid, &clone));
+    let (minted, cloned) = tokio::join!(
+        mint(rec, pool, name),
+        clone_vm(rec, &tpl_node, tpl_vmid, &clone)
+    );
     let minted = match minted {
         Ok(m) => {
             made.runner_id = m.runner_id;
@@ -83,7 +92,11 @@ async fn steps(
         Err(e) => {
             // The clone may have been issued: wait for it so the rollback can remove the VM.
             if let Ok(upid) = &cloned {
-                made.vm = rec.pve.wait_task(upid, rec.tuning.clone_deadline).await.is_ok();
+                made.vm = rec
+                    .pve
+                    .wait_task(upid, rec.tuning.clone_deadline)
+                    .await
+                    .is_ok();
             }
             return Err(e);
         }
@@ -93,12 +106,17 @@ async fn steps(
     match rec.pve.wait_task(&upid, rec.tuning.clone_deadline).await {
         Ok(_) => made.vm = true,
         Err(e) if e.is_vmid_taken() => {
-            return Err(Error::VmidTaken { vmid: start.vmid, message: e.to_string() });
+            return Err(Error::VmidTaken {
+                vmid: start.vmid,
+                message: e.to_string(),
+            });
         }
         Err(e) => return Err(e.into()),
     }
     let clone_ms = clone_started.elapsed().as_millis() as u64;
-    let Some(minted) = minted else { return Err(Error::Cancelled) };
+    let Some(minted) = minted else {
+        return Err(Error::Cancelled);
+    };
     if cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
@@ -121,9 +139,12 @@ async fn steps(
         let user_data = crate::render::user_data(&rec.cfg, pool, &spec)?;
         rec.cfg
             .snippets
-            .write(name, user_data.expose_secret())
+            .write(name, &user_data.into_secret())
             .await
-            .map_err(|source| Error::Snippet { path: rec.cfg.snippets.dir().join(name).display().to_string(), source })?;
+            .map_err(|source| Error::Snippet {
+                path: rec.cfg.snippets.dir().join(name).display().to_string(),
+                source,
+            })?;
         made.snippet = true;
         update.cicustom = Some(crate::snippets::SnippetStore::cicustom(&pool.storage, name));
         tags.push(marks::READY_TAG.to_owned());
@@ -154,11 +175,18 @@ async fn steps(
         Injection::Agent => {
             wait_for_agent(rec, pool, &node, vmid).await?;
             for file in cloudinit_render::agent_payload(&spec)? {
-                retry(rec, || rec.pve.agent_file_write(&node, vmid, &file.path, &file.content)).await?;
+                retry(rec, || {
+                    rec.pve
+                        .agent_file_write(&node, vmid, &file.path, &file.content)
+                })
+                .await?;
             }
             let mut ready = marks::managed_tags(&pool.name);
             ready.push(marks::READY_TAG.to_owned());
-            let update = ConfigUpdate { tags: Some(Tags::from_tags(ready.iter().map(String::as_str))?), ..ConfigUpdate::default() };
+            let update = ConfigUpdate {
+                tags: Some(Tags::from_tags(ready.iter().map(String::as_str))?),
+                ..ConfigUpdate::default()
+            };
             retry(rec, || rec.pve.update_config(&node, vmid, &update)).await?;
         }
     }
@@ -183,7 +211,11 @@ fn details(rec: &Reconciler, start: &Start) -> String {
 async fn mint(rec: &Reconciler, pool: &Pool, name: &str) -> Result<Minted, Error> {
     if rec.cfg.uses_registration_token(&pool.name) {
         let now = rec.clock.now_unix();
-        let cached = rec.state().registration_token.clone().filter(|(_, exp)| *exp > now + 300);
+        let cached = rec
+            .state()
+            .registration_token
+            .clone()
+            .filter(|(_, exp)| *exp > now + 300);
         let token = match cached {
             Some((t, _)) => t,
             None => {
@@ -193,7 +225,10 @@ async fn mint(rec: &Reconciler, pool: &Pool, name: &str) -> Result<Minted, Error
                 t.token
             }
         };
-        return Ok(Minted { credential: Credential::RegistrationToken(token), runner_id: None });
+        return Ok(Minted {
+            credential: Credential::RegistrationToken(token),
+            runner_id: None,
+        });
     }
     let request = JitRequest {
         name: name.to_owned(),
@@ -202,15 +237,24 @@ async fn mint(rec: &Reconciler, pool: &Pool, name: &str) -> Result<Minted, Error
         work_folder: "_work".to_owned(),
     };
     let jit = rec.gh.generate_jit_config(&request).await?;
-    Ok(Minted { credential: Credential::Jit(jit.encoded_jit_config), runner_id: Some(jit.runner.id) })
+    Ok(Minted {
+        credential: Credential::Jit(jit.encoded_jit_config),
+        runner_id: Some(jit.runner.id),
+    })
 }
 
-async fn clone_vm(rec: &Reconciler, node: &NodeName, template: VmId, req: &CloneRequest) -> Result<Upid, Error> {
+async fn clone_vm(
+    rec: &Reconciler,
+    node: &NodeName,
+    template: VmId,
+    req: &CloneRequest,
+) -> Result<Upid, Error> {
     match retry(rec, || rec.pve.clone_vm(node, template, req)).await {
         Ok(upid) => Ok(upid),
-        Err(Error::Proxmox(e)) if e.is_vmid_taken() => {
-            Err(Error::VmidTaken { vmid: req.newid.get(), message: e.to_string() })
-        }
+        Err(Error::Proxmox(e)) if e.is_vmid_taken() => Err(Error::VmidTaken {
+            vmid: req.newid.get(),
+            message: e.to_string(),
+        }),
         Err(e) => Err(e),
     }
 }
@@ -222,10 +266,17 @@ where
     Fut: std::future::Future<Output = Result<T, proxmox_api::Error>>,
 {
     let _ = rec;
-    proxmox_api::retry::retry(&proxmox_api::retry::RetryPolicy::default(), op).await.map_err(Error::from)
+    proxmox_api::retry::retry(&proxmox_api::retry::RetryPolicy::default(), op)
+        .await
+        .map_err(Error::from)
 }
 
-async fn wait_for_agent(rec: &Reconciler, pool: &Pool, node: &NodeName, vmid: VmId) -> Result<(), Error> {
+async fn wait_for_agent(
+    rec: &Reconciler,
+    pool: &Pool,
+    node: &NodeName,
+    vmid: VmId,
+) -> Result<(), Error> {
     let deadline = Instant::now() + pool.boot_timeout;
     let (mut pause, max_pause) = rec.tuning.agent_poll;
     let cancel = rec.shutdown_token();
@@ -235,7 +286,10 @@ async fn wait_for_agent(rec: &Reconciler, pool: &Pool, node: &NodeName, vmid: Vm
             Err(e) => tracing::trace!(vmid = vmid.get(), error = %e, "agent not up yet"),
         }
         if Instant::now() + pause > deadline {
-            return Err(Error::AgentTimeout { vmid: vmid.get(), seconds: pool.boot_timeout.as_secs() });
+            return Err(Error::AgentTimeout {
+                vmid: vmid.get(),
+                seconds: pool.boot_timeout.as_secs(),
+            });
         }
         tokio::select! {
             () = cancel.cancelled() => return Err(Error::Cancelled),
@@ -254,11 +308,17 @@ async fn rollback(rec: &Reconciler, pool: &Pool, start: &Start, made: &Made) {
                     Ok(upid) => {
                         let _ = rec.pve.wait_task(&upid, rec.tuning.task_deadline).await;
                     }
-                    Err(e) => tracing::debug!(vmid = start.vmid, error = %e, "rollback: stop failed"),
+                    Err(e) => {
+                        tracing::debug!(vmid = start.vmid, error = %e, "rollback: stop failed")
+                    }
                 }
             }
             let deleted = match retry(rec, || rec.pve.delete_vm(&node, vmid, true, true)).await {
-                Ok(upid) => rec.pve.wait_task(&upid, rec.tuning.task_deadline).await.map_err(Error::from),
+                Ok(upid) => rec
+                    .pve
+                    .wait_task(&upid, rec.tuning.task_deadline)
+                    .await
+                    .map_err(Error::from),
                 Err(e) => Err(e),
             };
             if let Err(e) = deleted {
@@ -274,7 +334,9 @@ async fn rollback(rec: &Reconciler, pool: &Pool, start: &Start, made: &Made) {
     if let Some(id) = made.runner_id {
         match rec.gh.delete_runner(id).await {
             Ok(()) | Err(github_runners::Error::NotFound { .. }) => {}
-            Err(e) => tracing::warn!(runner = %name, error = %e, "rollback: could not remove the registration; cleanup will retry"),
+            Err(e) => {
+                tracing::warn!(runner = %name, error = %e, "rollback: could not remove the registration; cleanup will retry")
+            }
         }
     }
 }

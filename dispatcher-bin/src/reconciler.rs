@@ -33,7 +33,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_unix(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 }
 
@@ -170,7 +172,9 @@ impl Reconciler {
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps inconsistent in a way that matters more than
         // stopping the service would; keep going with the data.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The token that stops the loop and makes in-flight provisions roll back.
@@ -205,7 +209,11 @@ impl Reconciler {
         let in_flight = self.in_flight();
         let taken: BTreeSet<u32> = self.live_taken_ids();
         let observation = self.observer.observe(self, in_flight, &taken).await?;
-        let plan = pool_scheduler::plan(&self.cfg.pools, &observation.observed, self.clock.now_unix());
+        let plan = pool_scheduler::plan(
+            &self.cfg.pools,
+            &observation.observed,
+            self.clock.now_unix(),
+        );
         Ok((observation, plan))
     }
 
@@ -245,9 +253,16 @@ impl Reconciler {
     }
 
     fn act(self: &Arc<Self>, plan: Plan, observation: Observation) -> PassReport {
-        let mut report = PassReport { queued_jobs: observation.observed.jobs.len(), ..PassReport::default() };
-        let runners_by_name: HashMap<&str, u64> =
-            observation.observed.runners.iter().map(|r| (r.name.as_str(), r.id)).collect();
+        let mut report = PassReport {
+            queued_jobs: observation.observed.jobs.len(),
+            ..PassReport::default()
+        };
+        let runners_by_name: HashMap<&str, u64> = observation
+            .observed
+            .runners
+            .iter()
+            .map(|r| (r.name.as_str(), r.id))
+            .collect();
 
         if !self.cfg.pools.flags().disable_cleanup {
             for del in plan.deletes {
@@ -298,15 +313,24 @@ impl Reconciler {
             return report;
         }
         for start in plan.starts {
-            let Some(pool) = self.cfg.pools.pool(&start.pool).cloned() else { continue };
+            let Some(pool) = self.cfg.pools.pool(&start.pool).cloned() else {
+                continue;
+            };
             if self.in_backoff(&pool.name) {
                 report.held += 1;
                 continue;
             }
             let Some(template) = observation.template_for(&pool.template, &start.node) else {
                 report.held += 1;
-                if self.state().logged_missing_template.insert(pool.name.clone()) {
-                    let e = Error::TemplateNotFound { pool: pool.name.clone(), template: pool.template.clone() };
+                if self
+                    .state()
+                    .logged_missing_template
+                    .insert(pool.name.clone())
+                {
+                    let e = Error::TemplateNotFound {
+                        pool: pool.name.clone(),
+                        template: pool.template.clone(),
+                    };
                     tracing::error!(pool = %pool.name, "{e}");
                 }
                 continue;
@@ -356,14 +380,21 @@ impl Reconciler {
         report
     }
 
-    async fn permits(&self, node: &str) -> (Option<tokio::sync::OwnedSemaphorePermit>, Option<tokio::sync::OwnedSemaphorePermit>) {
+    async fn permits(
+        &self,
+        node: &str,
+    ) -> (
+        Option<tokio::sync::OwnedSemaphorePermit>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let node_sem = {
-            let mut limits = self.node_limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(
-                limits
-                    .entry(node.to_owned())
-                    .or_insert_with(|| Arc::new(Semaphore::new(self.tuning.max_parallel_per_node.max(1)))),
-            )
+            let mut limits = self
+                .node_limits
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(limits.entry(node.to_owned()).or_insert_with(|| {
+                Arc::new(Semaphore::new(self.tuning.max_parallel_per_node.max(1)))
+            }))
         };
         let global = Arc::clone(&self.global_limit).acquire_owned().await.ok();
         let per_node = node_sem.acquire_owned().await.ok();
@@ -371,7 +402,11 @@ impl Reconciler {
     }
 
     fn in_backoff(&self, pool: &str) -> bool {
-        self.state().pool_backoff.get(pool).and_then(|b| b.until).is_some_and(|until| until > Instant::now())
+        self.state()
+            .pool_backoff
+            .get(pool)
+            .and_then(|b| b.until)
+            .is_some_and(|until| until > Instant::now())
     }
 
     fn record_success(&self, pool: &str) {
@@ -383,9 +418,18 @@ impl Reconciler {
         let mut st = self.state();
         let b = st.pool_backoff.entry(pool.to_owned()).or_default();
         b.failures = b.failures.saturating_add(1);
-        let delay = backoff_delay(self.tuning.pool_backoff, self.tuning.max_backoff, b.failures);
+        let delay = backoff_delay(
+            self.tuning.pool_backoff,
+            self.tuning.max_backoff,
+            b.failures,
+        );
         b.until = Some(Instant::now() + delay);
-        tracing::warn!(pool, failures = b.failures, backoff_s = delay.as_secs_f32(), "pool provisions paused after a failure");
+        tracing::warn!(
+            pool,
+            failures = b.failures,
+            backoff_s = delay.as_secs_f32(),
+            "pool provisions paused after a failure"
+        );
     }
 
     /// The service loop: a pass at every poll interval and whenever something finished or a webhook
@@ -407,21 +451,33 @@ impl Reconciler {
                     next_poll = began + self.cfg.poll_interval;
                     if report.started + report.deleting + report.deregistering > 0 {
                         tracing::info!(
-                            started = report.started, deleting = report.deleting,
-                            deregistering = report.deregistering, held = report.held,
-                            queued = report.queued_jobs, elapsed_ms = began.elapsed().as_millis() as u64, "pass"
+                            started = report.started,
+                            deleting = report.deleting,
+                            deregistering = report.deregistering,
+                            held = report.held,
+                            queued = report.queued_jobs,
+                            elapsed_ms = began.elapsed().as_millis() as u64,
+                            "pass"
                         );
                     } else {
-                        tracing::debug!(queued = report.queued_jobs, elapsed_ms = began.elapsed().as_millis() as u64, "pass: nothing to do");
+                        tracing::debug!(
+                            queued = report.queued_jobs,
+                            elapsed_ms = began.elapsed().as_millis() as u64,
+                            "pass: nothing to do"
+                        );
                     }
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let mut delay = backoff_delay(Duration::from_secs(1), self.tuning.max_backoff, failures)
-                        .min(self.cfg.poll_interval.max(Duration::from_secs(1)));
+                    let mut delay =
+                        backoff_delay(Duration::from_secs(1), self.tuning.max_backoff, failures)
+                            .min(self.cfg.poll_interval.max(Duration::from_secs(1)));
                     if let Some(until) = rate_limited_until(&e) {
                         delay = until.duration_since(SystemTime::now()).unwrap_or_default();
-                        tracing::warn!(resume_in_s = delay.as_secs(), "GitHub rate limit: pausing passes until the reset");
+                        tracing::warn!(
+                            resume_in_s = delay.as_secs(),
+                            "GitHub rate limit: pausing passes until the reset"
+                        );
                     } else {
                         tracing::error!(error = %e, failures, retry_in_s = delay.as_secs_f32(), "pass failed");
                     }
@@ -434,10 +490,19 @@ impl Reconciler {
                 () = tokio::time::sleep(self.tuning.min_pass_gap) => {},
             }
         }
-        tracing::info!(in_flight = self.state().in_flight.len(), "shutting down: finishing or rolling back in-flight work");
+        tracing::info!(
+            in_flight = self.state().in_flight.len(),
+            "shutting down: finishing or rolling back in-flight work"
+        );
         self.tracker.close();
-        if tokio::time::timeout(self.tuning.shutdown_grace, self.tracker.wait()).await.is_err() {
-            tracing::warn!(in_flight = self.state().in_flight.len(), "shutdown grace period over; exiting with work in flight");
+        if tokio::time::timeout(self.tuning.shutdown_grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = self.state().in_flight.len(),
+                "shutdown grace period over; exiting with work in flight"
+            );
         }
     }
 }
@@ -468,9 +533,15 @@ mod tests {
         let base = Duration::from_secs(1);
         let max = Duration::from_secs(30);
         let first = backoff_delay(base, max, 1);
-        assert!(first >= Duration::from_millis(800) && first <= Duration::from_millis(1200), "{first:?}");
+        assert!(
+            first >= Duration::from_millis(800) && first <= Duration::from_millis(1200),
+            "{first:?}"
+        );
         let fourth = backoff_delay(base, max, 4);
-        assert!(fourth >= Duration::from_millis(6400) && fourth <= Duration::from_millis(9600), "{fourth:?}");
+        assert!(
+            fourth >= Duration::from_millis(6400) && fourth <= Duration::from_millis(9600),
+            "{fourth:?}"
+        );
         assert!(backoff_delay(base, max, 40) <= max);
     }
 }

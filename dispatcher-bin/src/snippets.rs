@@ -18,7 +18,10 @@ pub struct SnippetStore {
 impl SnippetStore {
     /// A store writing into `dir`, which Proxmox knows as `<storage>:snippets/`.
     pub fn new(dir: impl Into<PathBuf>, storage: impl Into<String>) -> Self {
-        Self { dir: dir.into(), storage: storage.into() }
+        Self {
+            dir: dir.into(),
+            storage: storage.into(),
+        }
     }
 
     /// The folder.
@@ -43,7 +46,11 @@ impl SnippetStore {
     }
 
     /// Writes a runner's user-data (mode 0600, atomically).
-    pub async fn write(&self, runner_name: &str, content: &SecretString) -> std::io::Result<PathBuf> {
+    pub async fn write(
+        &self,
+        runner_name: &str,
+        content: &SecretString,
+    ) -> std::io::Result<PathBuf> {
         let dir = self.dir.clone();
         let name = Self::file_name(runner_name);
         let body = SecretString::from(content.expose_secret().to_owned());
@@ -97,12 +104,25 @@ mod tests {
     async fn write_is_private_and_remove_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let store = SnippetStore::new(dir.path(), "local");
-        let path = store.write("gh-runner-201-abc", &SecretString::from("secret-body")).await.unwrap();
+        let path = store
+            .write("gh-runner-201-abc", &SecretString::from("secret-body"))
+            .await
+            .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "secret-body");
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(SnippetStore::cicustom("local", "gh-runner-201-abc"), "user=local:snippets/gh-runner-201-abc.yaml");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            SnippetStore::cicustom("local", "gh-runner-201-abc"),
+            "user=local:snippets/gh-runner-201-abc.yaml"
+        );
         assert!(store.remove("gh-runner-201-abc").await.unwrap());
         assert!(!store.remove("gh-runner-201-abc").await.unwrap());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temporary file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no temporary file left"
+        );
     }
 }

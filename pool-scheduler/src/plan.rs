@@ -58,6 +58,18 @@ impl From<StaleReason> for DeleteReason {
     }
 }
 
+impl std::fmt::Display for DeleteReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Stopped => "stopped",
+            Self::BootTimeout => "boot timeout",
+            Self::MaxLifetime => "max lifetime",
+            Self::RunnerVanished => "runner vanished",
+            Self::HalfMade => "half-made",
+        })
+    }
+}
+
 /// A VM to stop (if running) and destroy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Delete {
@@ -105,6 +117,22 @@ pub enum UnmatchedReason {
         /// The labels it lacks.
         missing_labels: Vec<String>,
     },
+}
+
+impl std::fmt::Display for UnmatchedReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotOurs => f.write_str("not a self-hosted job (GitHub-hosted labels only)"),
+            Self::NoPool {
+                nearest_pool,
+                missing_labels,
+            } => write!(
+                f,
+                "no pool has all its labels; nearest pool {nearest_pool:?} lacks [{}]",
+                missing_labels.join(", ")
+            ),
+        }
+    }
 }
 
 /// A job that matches no pool.

@@ -1,0 +1,1 @@
+//! Unit tests of the reconciler and executors against a stateful fake of `ProxmoxApi` and `GitHubRunners`.
