@@ -13,8 +13,22 @@ use crate::{
 struct CloudConfig<'a> {
     hostname: String,
     write_files: Vec<WriteFile<'a>>,
-    runcmd: Vec<FlowSeq<Vec<String>>>,
+    runcmd: Vec<FlowSeq<Vec<Arg>>>,
     power_state: PowerState,
+}
+
+/// One `runcmd` argument in a flow sequence. serde-saphyr quotes what YAML needs quoted; a `?`
+/// is double-quoted as well because PyYAML (cloud-init's reader) ends a flow plain scalar there.
+pub(crate) struct Arg(String);
+
+impl Serialize for Arg {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0.contains('?') {
+            serde_saphyr::DoubleQuoted(self.0.as_str()).serialize(serializer)
+        } else {
+            serializer.serialize_str(&self.0)
+        }
+    }
 }
 
 /// One `write_files` entry.
@@ -88,7 +102,7 @@ fn document<'a>(spec: &'a RunnerSpec, secret: &'a str) -> CloudConfig<'a> {
     CloudConfig {
         hostname: spec.hostname(),
         write_files: vec![write_file],
-        runcmd: vec![FlowSeq(runcmd)],
+        runcmd: vec![FlowSeq(runcmd.into_iter().map(Arg).collect())],
         power_state: PowerState {
             mode: "poweroff",
             message: "ephemeral runner finished",

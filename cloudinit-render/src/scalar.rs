@@ -2,8 +2,9 @@
 
 use std::fmt::Write as _;
 
-/// The characters that structure flow collections (`[a, b]`, `{k: v}`).
-const FLOW_INDICATORS: [char; 5] = [',', '[', ']', '{', '}'];
+/// The characters that end a plain scalar inside a flow collection (`[a, b]`, `{k: v}`). `?` is
+/// one for PyYAML (cloud-init's reader), which ends a flow plain scalar at any `?`.
+pub(crate) const FLOW_INDICATORS: [char; 6] = [',', '?', '[', ']', '{', '}'];
 
 /// `s` as one YAML scalar that every YAML 1.1 or 1.2 reader reads back as exactly the string `s`:
 /// plain when that is unambiguous, quoted otherwise. `in_flow` also quotes flow indicators.
@@ -96,6 +97,8 @@ mod tests {
         assert_eq!(safe_scalar("runner-1", false), "runner-1");
         assert_eq!(safe_scalar("a,b", false), "a,b");
         assert_eq!(safe_scalar("a,b", true), "\"a,b\"");
+        assert_eq!(safe_scalar("a?b", true), "\"a?b\"");
+        assert_eq!(safe_scalar("a?b", false), "a?b");
         assert_eq!(safe_scalar("x\ny", false), "\"x\\ny\"");
         assert_eq!(safe_scalar(&"A".repeat(300), false), "A".repeat(300));
     }

@@ -1,6 +1,8 @@
 //! Seed templates: Python `string.Template` semantics, YAML-aware insertion.
 
-use crate::scalar::{escape_double_quoted, is_plain_safe, needs_escape, safe_scalar};
+use crate::scalar::{
+    FLOW_INDICATORS, escape_double_quoted, is_plain_safe, needs_escape, safe_scalar,
+};
 use crate::yaml_context::{self, Ctx, Tok};
 use crate::{Credential, Error, Os, RunnerSpec, UserData};
 
@@ -97,13 +99,14 @@ pub(crate) fn parse(text: &str, strict: bool) -> Result<Parsed, Error> {
             continue;
         }
         // `$name` or `${name}`
-        let (name_start, braced) = match next {
-            Some(n) if is_id_start(n) => (i + 1, false),
-            Some('{') if chars.get(i + 2).is_some_and(|&n| is_id_start(n)) => (i + 2, true),
-            _ => (i + 1, false),
+        let start = match next {
+            Some(n) if is_id_start(n) => Some((i + 1, false)),
+            Some('{') if chars.get(i + 2).is_some_and(|&n| is_id_start(n)) => Some((i + 2, true)),
+            _ => None,
         };
+        let (name_start, braced) = start.unwrap_or((i + 1, false));
         let mut end = name_start;
-        while end < chars.len() && is_id_char(chars[end]) {
+        while start.is_some() && end < chars.len() && is_id_char(chars[end]) {
             end += 1;
         }
         let valid = end > name_start && (!braced || chars.get(end) == Some(&'}'));
@@ -330,8 +333,8 @@ fn plain_check(scalar: &[Tok], values: &[String], k: usize, in_flow: bool) -> Re
             "it contains ': ', ' #' or a trailing ':', which would end the string (quote it in the template)",
         );
     }
-    if in_flow && v.contains([',', '[', ']', '{', '}']) {
-        return Err("it contains , [ ] { or } (quote the string in the template)");
+    if in_flow && v.contains(FLOW_INDICATORS) {
+        return Err("it contains , ? [ ] { or } (quote the string in the template)");
     }
     if !plain_stays_string(scalar, values, &[k], in_flow) {
         return Err(CHANGES_TYPE);
