@@ -3,8 +3,7 @@
 use secrecy::SecretString;
 
 use crate::{
-    AGENT_FILE_WRITE_MAX_CHARS, Credential, Error, LINUX_JIT_PATH, Os, RunnerSpec,
-    WINDOWS_JIT_PATH,
+    AGENT_FILE_WRITE_MAX_CHARS, Credential, Error, LINUX_JIT_PATH, Os, RunnerSpec, WINDOWS_JIT_PATH,
 };
 
 /// One `agent/file-write` call: `file` = [`AgentFile::path`], `content` = [`AgentFile::content`]

@@ -90,7 +90,9 @@ pub enum Error {
     },
 
     /// A guest-agent `file-write` payload is larger than Proxmox accepts.
-    #[error("guest-agent file-write content for {path} is {chars} characters; Proxmox accepts at most {limit}")]
+    #[error(
+        "guest-agent file-write content for {path} is {chars} characters; Proxmox accepts at most {limit}"
+    )]
     PayloadTooLarge {
         /// The guest path.
         path: String,

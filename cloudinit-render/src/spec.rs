@@ -135,7 +135,11 @@ impl RunnerSpec {
     /// checks `runner_user` (it becomes a file owner and the runner's account).
     pub(crate) fn validate(&self, linux: bool) -> Result<(), Error> {
         if self.runner_name.trim().is_empty() {
-            return Err(invalid("runner_name", &self.runner_name, "must not be empty"));
+            return Err(invalid(
+                "runner_name",
+                &self.runner_name,
+                "must not be empty",
+            ));
         }
         if self.runner_name.chars().any(char::is_control) {
             return Err(invalid(

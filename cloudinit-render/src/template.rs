@@ -190,12 +190,7 @@ fn has_control(v: &str) -> bool {
 }
 
 /// The text that replaces one placeholder, or why it cannot be inserted there.
-fn insertion(
-    parsed: &Parsed,
-    ctxs: &[Ctx],
-    values: &[String],
-    k: usize,
-) -> Result<String, Error> {
+fn insertion(parsed: &Parsed, ctxs: &[Ctx], values: &[String], k: usize) -> Result<String, Error> {
     let p = &parsed.placeholders[k];
     let v = values[k].as_str();
     match &ctxs[k] {
@@ -257,7 +252,11 @@ fn insertion(
             }
             Ok(v.to_owned())
         }
-        Ctx::Plain { in_flow, start, end } => {
+        Ctx::Plain {
+            in_flow,
+            start,
+            end,
+        } => {
             let scalar = &parsed.tokens[*start..*end];
             if let Err(reason) = plain_check(scalar, values, k, *in_flow) {
                 return Err(unsafe_value(p, plain_context(*in_flow), reason));
@@ -312,11 +311,17 @@ fn scalar_text(scalar: &[Tok], values: &[String], real: &[usize], neutral_all: b
 /// only judged when the template's own text (placeholders as `x`) is a safe unquoted string.
 fn plain_stays_string(scalar: &[Tok], values: &[String], real: &[usize], in_flow: bool) -> bool {
     let neutral = scalar_text(scalar, values, real, true);
-    !is_plain_safe(&neutral, in_flow) || is_plain_safe(&scalar_text(scalar, values, real, false), in_flow)
+    !is_plain_safe(&neutral, in_flow)
+        || is_plain_safe(&scalar_text(scalar, values, real, false), in_flow)
 }
 
 /// Whether placeholder `k`'s value alone can go into this unquoted scalar.
-fn plain_check(scalar: &[Tok], values: &[String], k: usize, in_flow: bool) -> Result<(), &'static str> {
+fn plain_check(
+    scalar: &[Tok],
+    values: &[String],
+    k: usize,
+    in_flow: bool,
+) -> Result<(), &'static str> {
     let v = values[k].as_str();
     if has_control(v) {
         return Err(
@@ -354,10 +359,12 @@ fn assemble(parsed: &Parsed, ctxs: &[Ctx], values: &[String]) -> Result<String, 
 }
 
 fn value<'a>(spec: &'a RunnerSpec, labels: &'a str, p: &Placeholder) -> Result<Value<'a>, Error> {
-    let plain = |text| Ok(Value {
-        text,
-        secret: false,
-    });
+    let plain = |text| {
+        Ok(Value {
+            text,
+            secret: false,
+        })
+    };
     match p.name.as_str() {
         "runner_name" => plain(&spec.runner_name),
         "runner_user" => plain(&spec.runner_user),

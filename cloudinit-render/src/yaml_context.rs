@@ -115,28 +115,28 @@ impl Scanner {
                 None => (false, false),
             };
             if inside {
-                for i in from..to {
+                for (i, tok) in toks.iter().enumerate().take(to).skip(from) {
                     let ctx = Ctx::Block {
                         first_line_start: first && i == from + indent,
                     };
-                    self.set(&toks[i], ctx);
+                    self.set(tok, ctx);
                 }
                 return;
             }
             self.block = None;
         }
 
-        if self.quote.is_none() && self.flow_depth == 0 {
-            if let Some(pi) = self.plain_cont {
-                if blank {
-                    return;
-                }
-                let first = toks.get(from + indent);
-                if indent > pi && first != Some(&Tok::Char('#')) {
-                    self.continuation(toks, from + indent, to);
-                    return;
-                }
-                self.plain_cont = None;
+        if self.quote.is_none()
+            && self.flow_depth == 0
+            && let Some(pi) = self.plain_cont
+        {
+            if blank {
+                return;
+            }
+            let first = toks.get(from + indent);
+            if indent > pi && first != Some(&Tok::Char('#')) {
+                self.continuation(toks, from + indent, to);
+                return;
             }
         }
         self.plain_cont = None;
@@ -241,7 +241,9 @@ impl Scanner {
                     node_start = true;
                     i += 1;
                 }
-                Tok::Char(':') if is_ws(next) || (self.flow_depth > 0 && is_flow_indicator(next)) => {
+                Tok::Char(':')
+                    if is_ws(next) || (self.flow_depth > 0 && is_flow_indicator(next)) =>
+                {
                     if let Some(col) = last_scalar_col.take() {
                         parent_col = col;
                     }
@@ -273,7 +275,10 @@ impl Scanner {
                 }
                 Tok::Char(c @ ('&' | '!' | '*')) if node_start => {
                     let mut j = i + 1;
-                    while j < to && !is_ws(toks.get(j)) && !(self.flow_depth > 0 && is_flow_indicator(toks.get(j))) {
+                    while j < to
+                        && !is_ws(toks.get(j))
+                        && !(self.flow_depth > 0 && is_flow_indicator(toks.get(j)))
+                    {
                         j += 1;
                     }
                     self.set_range(toks, i, j, &Ctx::Token);
@@ -398,7 +403,9 @@ mod tests {
             ]
         );
         assert_eq!(
-            ctxs("f:\n  - content: |\n      ${jit_config}\n      b ${runner_name}\n    path: ${repo_url}\n"),
+            ctxs(
+                "f:\n  - content: |\n      ${jit_config}\n      b ${runner_name}\n    path: ${repo_url}\n"
+            ),
             [
                 Ctx::Block {
                     first_line_start: true
@@ -420,7 +427,9 @@ mod tests {
         assert_eq!(ctxs("a: &${runner_name} b\n"), [Ctx::Token]);
         // `- key: v` owns its value at the key's column: the next key is no continuation.
         assert_eq!(
-            ctxs("w:\n  - path: /x\n    owner: a:b\n    content: |\n      ${jit_config}\n  - k: ${runner_name}\n"),
+            ctxs(
+                "w:\n  - path: /x\n    owner: a:b\n    content: |\n      ${jit_config}\n  - k: ${runner_name}\n"
+            ),
             [
                 Ctx::Block {
                     first_line_start: true

@@ -5,24 +5,89 @@
 mod common;
 
 use cloudinit_render::{
-    render_cloud_config, render_template, render_windows_user_data, Credential, Error, Os,
-    RunnerSpec, LINUX_JIT_PATH, WINDOWS_JIT_PATH,
+    Credential, Error, LINUX_JIT_PATH, Os, RunnerSpec, WINDOWS_JIT_PATH, render_cloud_config,
+    render_template, render_windows_user_data,
 };
 use common::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use secrecy::SecretString;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// Strings a YAML 1.1 reader would misread, or that break naive YAML.
 const AWKWARD: &[&str] = &[
-    "yes", "no", "on", "off", "y", "n", "Yes", "NO", "On", "OFF", "true", "False", "~", "null",
-    "NULL", "0755", "0600", "12:30", "1:20:30", "1e3", "1.5", ".5", "-1", "+1", "0x1F", "0o17",
-    "0b101", "1_000", ".inf", ".NaN", "2001-12-14", "2001-12-14t21:59:43.10-05:00", "<<", "=",
-    ": ", "#", "a #b", "a: b", "x:", "-", "- x", "?", "? x", "[x]", "{a: b}", "*a", "&a", "!tag",
-    "%x", "@x", "`x", "|", "> x", "'", "\"", "'q'", "\"q\"", "it's", "\\", "a\\nb", "--- x",
-    "...", "ünï", "日本語", "😀", " lead", "trail ", "a,b,c", "$", "$$", "${x}",
+    "yes",
+    "no",
+    "on",
+    "off",
+    "y",
+    "n",
+    "Yes",
+    "NO",
+    "On",
+    "OFF",
+    "true",
+    "False",
+    "~",
+    "null",
+    "NULL",
+    "0755",
+    "0600",
+    "12:30",
+    "1:20:30",
+    "1e3",
+    "1.5",
+    ".5",
+    "-1",
+    "+1",
+    "0x1F",
+    "0o17",
+    "0b101",
+    "1_000",
+    ".inf",
+    ".NaN",
+    "2001-12-14",
+    "2001-12-14t21:59:43.10-05:00",
+    "<<",
+    "=",
+    ": ",
+    "#",
+    "a #b",
+    "a: b",
+    "x:",
+    "-",
+    "- x",
+    "?",
+    "? x",
+    "[x]",
+    "{a: b}",
+    "*a",
+    "&a",
+    "!tag",
+    "%x",
+    "@x",
+    "`x",
+    "|",
+    "> x",
+    "'",
+    "\"",
+    "'q'",
+    "\"q\"",
+    "it's",
+    "\\",
+    "a\\nb",
+    "--- x",
+    "...",
+    "ünï",
+    "日本語",
+    "😀",
+    " lead",
+    "trail ",
+    "a,b,c",
+    "$",
+    "$$",
+    "${x}",
 ];
 
 fn awkward() -> impl Strategy<Value = String> {
@@ -117,9 +182,21 @@ fn has_control(s: &str) -> bool {
 /// Renders every output for `s`; asserts the refusals are the intended ones; returns the
 /// documents to check.
 fn cases(s: &Sample) -> Vec<Case> {
-    let jit = spec(s, Os::Linux, Credential::Jit(SecretString::from(s.jit.clone())));
-    let tok = spec(s, Os::Linux, Credential::RegistrationToken(SecretString::from(s.token.clone())));
-    let win = spec(s, Os::Windows, Credential::Jit(SecretString::from(s.jit.clone())));
+    let jit = spec(
+        s,
+        Os::Linux,
+        Credential::Jit(SecretString::from(s.jit.clone())),
+    );
+    let tok = spec(
+        s,
+        Os::Linux,
+        Credential::RegistrationToken(SecretString::from(s.token.clone())),
+    );
+    let win = spec(
+        s,
+        Os::Windows,
+        Credential::Jit(SecretString::from(s.jit.clone())),
+    );
     let labels = s.labels.join(",");
     let mut out = Vec::new();
 
@@ -133,7 +210,10 @@ fn cases(s: &Sample) -> Vec<Case> {
             ("/write_files/0/content", json!(s.jit)),
             ("/write_files/0/owner", json!(s.user)),
             ("/write_files/0/permissions", json!("0600")),
-            ("/runcmd/0", json!(["systemctl", "start", "--wait", "actions-runner-jit.service"])),
+            (
+                "/runcmd/0",
+                json!(["systemctl", "start", "--wait", "actions-runner-jit.service"]),
+            ),
             ("/power_state/mode", json!("poweroff")),
         ],
     });
@@ -149,7 +229,11 @@ fn cases(s: &Sample) -> Vec<Case> {
     if !labels.is_empty() {
         checks.push(("/runcmd/0/6", json!(labels)));
     }
-    out.push(Case { what: "linux token", doc: ud.expose().to_owned(), checks });
+    out.push(Case {
+        what: "linux token",
+        doc: ud.expose().to_owned(),
+        checks,
+    });
 
     let ud = render_windows_user_data(&win).expect("windows renders");
     out.push(Case {
@@ -193,7 +277,10 @@ fn cases(s: &Sample) -> Vec<Case> {
                 ("/write_files/0/content", json!(s.jit)),
                 (
                     "/write_files/1/content",
-                    json!(format!("Ephemeral runner {} (labels: {labels}) for {}.\n", s.name, s.url)),
+                    json!(format!(
+                        "Ephemeral runner {} (labels: {labels}) for {}.\n",
+                        s.name, s.url
+                    )),
                 ),
             ],
         }),
@@ -274,10 +361,16 @@ fn values_survive_pyyaml() {
         samples.push(s);
     }
     let docs: Vec<String> = all.iter().map(|(_, c)| c.doc.clone()).collect();
-    let Some(parsed) = pyyaml_load_all(&docs) else { return };
+    let Some(parsed) = pyyaml_load_all(&docs) else {
+        return;
+    };
     assert_eq!(parsed.len(), all.len());
     for ((s, case), value) in all.iter().zip(&parsed) {
         check(case, value, "PyYAML", s);
     }
-    eprintln!("PyYAML checked {} documents from {} samples", all.len(), samples.len());
+    eprintln!(
+        "PyYAML checked {} documents from {} samples",
+        all.len(),
+        samples.len()
+    );
 }

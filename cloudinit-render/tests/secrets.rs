@@ -3,9 +3,9 @@
 mod common;
 
 use cloudinit_render::{
-    agent_payload, render_cloud_config, render_template, render_windows_user_data, Credential,
-    Error, Os, AGENT_FILE_WRITE_MAX_CHARS, LINUX_JIT_PATH, LINUX_REGISTRATION_TOKEN_PATH,
-    WINDOWS_JIT_PATH,
+    AGENT_FILE_WRITE_MAX_CHARS, Credential, Error, LINUX_JIT_PATH, LINUX_REGISTRATION_TOKEN_PATH,
+    Os, WINDOWS_JIT_PATH, agent_payload, render_cloud_config, render_template,
+    render_windows_user_data,
 };
 use common::*;
 use secrecy::{ExposeSecret, SecretString};
@@ -32,7 +32,14 @@ fn leaves(v: &Value, path: String, out: &mut Vec<(String, String)>) {
 
 /// Asserts the secret occurs exactly once in `text`, exactly as the value at `pointer`, and that
 /// the redacted form holds the marker once and no secret.
-fn assert_only_at(text: &str, redacted: &str, secret: &str, marker: &str, pointer: &str, exact: &str) {
+fn assert_only_at(
+    text: &str,
+    redacted: &str,
+    secret: &str,
+    marker: &str,
+    pointer: &str,
+    exact: &str,
+) {
     assert_eq!(text.matches(secret).count(), 1, "secret count in:\n{text}");
     let doc = parse(text);
     let mut all = Vec::new();
@@ -45,13 +52,23 @@ fn assert_only_at(text: &str, redacted: &str, secret: &str, marker: &str, pointe
     assert_eq!(redacted.matches(marker).count(), 1, "{redacted}");
     // The redacted document has the same shape, marker in place of the secret.
     let red = parse(redacted);
-    assert_eq!(red.pointer(pointer).and_then(Value::as_str), Some(exact.replace(secret, marker).as_str()));
+    assert_eq!(
+        red.pointer(pointer).and_then(Value::as_str),
+        Some(exact.replace(secret, marker).as_str())
+    );
 }
 
 #[test]
 fn linux_jit_secret_only_in_the_jit_file() {
     let ud = render_cloud_config(&linux_jit()).unwrap();
-    assert_only_at(ud.expose(), &ud.redacted(), JIT, "<redacted:jit-config>", "/write_files/0/content", JIT);
+    assert_only_at(
+        ud.expose(),
+        &ud.redacted(),
+        JIT,
+        "<redacted:jit-config>",
+        "/write_files/0/content",
+        JIT,
+    );
     let doc = parse(ud.expose());
     assert_eq!(doc.pointer("/write_files/0/path").unwrap(), LINUX_JIT_PATH);
     assert_eq!(doc.pointer("/write_files/0/permissions").unwrap(), "0600");
@@ -67,9 +84,19 @@ fn linux_jit_secret_only_in_the_jit_file() {
 #[test]
 fn linux_token_secret_only_in_the_token_file() {
     let ud = render_cloud_config(&linux_token()).unwrap();
-    assert_only_at(ud.expose(), &ud.redacted(), TOKEN, "<redacted:registration-token>", "/write_files/0/content", TOKEN);
+    assert_only_at(
+        ud.expose(),
+        &ud.redacted(),
+        TOKEN,
+        "<redacted:registration-token>",
+        "/write_files/0/content",
+        TOKEN,
+    );
     let doc = parse(ud.expose());
-    assert_eq!(doc.pointer("/write_files/0/path").unwrap(), LINUX_REGISTRATION_TOKEN_PATH);
+    assert_eq!(
+        doc.pointer("/write_files/0/path").unwrap(),
+        LINUX_REGISTRATION_TOKEN_PATH
+    );
     assert_eq!(
         doc.pointer("/runcmd/0/4").unwrap().as_str().unwrap(),
         format!("@{LINUX_REGISTRATION_TOKEN_PATH}")
@@ -88,7 +115,14 @@ fn templates_put_the_secret_where_the_placeholder_is() {
         &format!("{TOKEN}\n"),
     );
     let ud = render_template(&fixture("jit-user-data.pkrtpl"), &linux_jit()).unwrap();
-    assert_only_at(ud.expose(), &ud.redacted(), JIT, "<redacted:jit-config>", "/write_files/0/content", JIT);
+    assert_only_at(
+        ud.expose(),
+        &ud.redacted(),
+        JIT,
+        "<redacted:jit-config>",
+        "/write_files/0/content",
+        JIT,
+    );
     // The seed's own shape passes the token as an argument (that is the template's choice).
     let ud = render_template(&fixture("seed-runner-user-data.pkrtpl"), &linux_token()).unwrap();
     assert_only_at(
@@ -97,16 +131,28 @@ fn templates_put_the_secret_where_the_placeholder_is() {
         TOKEN,
         "<redacted:registration-token>",
         "/runcmd/1",
-        &format!("/opt/actions-runner/run-once.sh https://github.com/NREL/EnergyPlus {TOKEN} gh-runner-201 self-hosted,linux,x64"),
+        &format!(
+            "/opt/actions-runner/run-once.sh https://github.com/NREL/EnergyPlus {TOKEN} gh-runner-201 self-hosted,linux,x64"
+        ),
     );
 }
 
 #[test]
 fn windows_secret_only_in_the_jit_file() {
     let ud = render_windows_user_data(&windows_jit()).unwrap();
-    assert_only_at(ud.expose(), &ud.redacted(), JIT, "<redacted:jit-config>", "/write_files/0/content", JIT);
+    assert_only_at(
+        ud.expose(),
+        &ud.redacted(),
+        JIT,
+        "<redacted:jit-config>",
+        "/write_files/0/content",
+        JIT,
+    );
     let doc = parse(ud.expose());
-    assert_eq!(doc.pointer("/write_files/0/path").unwrap(), WINDOWS_JIT_PATH);
+    assert_eq!(
+        doc.pointer("/write_files/0/path").unwrap(),
+        WINDOWS_JIT_PATH
+    );
     assert!(doc.get("runcmd").is_none());
 }
 
@@ -127,14 +173,30 @@ fn agent_payload_limit() {
     let mut spec = linux_jit();
     let exact = "A".repeat(AGENT_FILE_WRITE_MAX_CHARS);
     spec.credential = Credential::Jit(SecretString::from(exact.clone()));
-    assert_eq!(agent_payload(&spec).unwrap()[0].content.expose_secret().len(), exact.len());
+    assert_eq!(
+        agent_payload(&spec).unwrap()[0]
+            .content
+            .expose_secret()
+            .len(),
+        exact.len()
+    );
     // Characters, not bytes: 61,440 two-byte characters still fit.
     spec.credential = Credential::Jit(SecretString::from("é".repeat(AGENT_FILE_WRITE_MAX_CHARS)));
     assert!(agent_payload(&spec).is_ok());
     let secret = format!("SECRET{}", "B".repeat(AGENT_FILE_WRITE_MAX_CHARS));
     spec.credential = Credential::Jit(SecretString::from(secret.clone()));
     let err = agent_payload(&spec).unwrap_err();
-    assert!(matches!(err, Error::PayloadTooLarge { chars: 61_446, limit: 61_440, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::PayloadTooLarge {
+                chars: 61_446,
+                limit: 61_440,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let shown = format!("{err} {err:?}");
     assert!(!shown.contains("SECRET"), "{shown}");
     assert!(!err.is_retryable());
@@ -167,23 +229,28 @@ fn errors_never_show_the_secret() {
     let mut errors: Vec<Error> = Vec::new();
     // A token with a line break cannot go into a block scalar or an unquoted string.
     let mut spec = linux_token();
-    spec.credential = Credential::RegistrationToken(SecretString::from(format!("{secret_marker}\nx")));
+    spec.credential =
+        Credential::RegistrationToken(SecretString::from(format!("{secret_marker}\nx")));
     errors.push(render_template(&fixture("token-file-user-data.pkrtpl"), &spec).unwrap_err());
     errors.push(render_template(&fixture("seed-runner-user-data.pkrtpl"), &spec).unwrap_err());
     // A token starting with a space at the start of a block scalar's first line.
-    spec.credential = Credential::RegistrationToken(SecretString::from(format!("  {secret_marker}")));
+    spec.credential =
+        Credential::RegistrationToken(SecretString::from(format!("  {secret_marker}")));
     errors.push(render_template(&fixture("token-file-user-data.pkrtpl"), &spec).unwrap_err());
     // A token with ': ' inside a larger unquoted string.
-    spec.credential = Credential::RegistrationToken(SecretString::from(format!("{secret_marker}: x")));
+    spec.credential =
+        Credential::RegistrationToken(SecretString::from(format!("{secret_marker}: x")));
     errors.push(render_template(&fixture("seed-runner-user-data.pkrtpl"), &spec).unwrap_err());
     // Wrong credential kinds.
     errors.push(render_template(&fixture("jit-user-data.pkrtpl"), &spec).unwrap_err());
-    errors.push(render_windows_user_data(&{
-        let mut s = spec.clone();
-        s.os = Os::Windows;
-        s
-    })
-    .unwrap_err());
+    errors.push(
+        render_windows_user_data(&{
+            let mut s = spec.clone();
+            s.os = Os::Windows;
+            s
+        })
+        .unwrap_err(),
+    );
     errors.push(agent_payload(&spec).unwrap_err());
     let mut jit = linux_jit();
     jit.credential = Credential::Jit(SecretString::from(secret_marker));
@@ -211,7 +278,11 @@ fn errors_never_show_the_secret() {
         texts[4],
         "template placeholder ${jit_config} at line 8 needs a JIT config, but the runner credential is a registration token"
     );
-    assert!(texts[5].contains("Windows") && texts[5].contains("registration-token"), "{}", texts[5]);
+    assert!(
+        texts[5].contains("Windows") && texts[5].contains("registration-token"),
+        "{}",
+        texts[5]
+    );
     assert!(texts[6].contains("guest-agent payload"), "{}", texts[6]);
     assert_eq!(
         texts[7],

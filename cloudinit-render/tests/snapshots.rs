@@ -3,7 +3,7 @@
 mod common;
 
 use cloudinit_render::{
-    agent_payload, render_cloud_config, render_template, render_windows_user_data, RunnerSpec,
+    RunnerSpec, agent_payload, render_cloud_config, render_template, render_windows_user_data,
 };
 use common::*;
 use secrecy::ExposeSecret;
@@ -32,16 +32,16 @@ fn linux_registration_token_without_template() {
 
 #[test]
 fn linux_seed_template() {
-    let ud = render_template(&fixture("seed-runner-user-data.pkrtpl"), &linux_token())
-        .expect("render");
+    let ud =
+        render_template(&fixture("seed-runner-user-data.pkrtpl"), &linux_token()).expect("render");
     insta::assert_snapshot!("linux_seed_template", ud.expose());
     insta::assert_snapshot!("linux_seed_template_redacted", ud.redacted());
 }
 
 #[test]
 fn linux_token_file_template() {
-    let ud = render_template(&fixture("token-file-user-data.pkrtpl"), &linux_token())
-        .expect("render");
+    let ud =
+        render_template(&fixture("token-file-user-data.pkrtpl"), &linux_token()).expect("render");
     insta::assert_snapshot!("linux_token_file_template", ud.expose());
     insta::assert_snapshot!("linux_token_file_template_redacted", ud.redacted());
 }

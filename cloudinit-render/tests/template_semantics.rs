@@ -3,7 +3,7 @@
 mod common;
 
 use cloudinit_render::{
-    render_template, template_placeholders, template_uses_registration_token, Error,
+    Error, render_template, template_placeholders, template_uses_registration_token,
 };
 use common::*;
 
@@ -13,7 +13,10 @@ fn render(t: &str) -> Result<String, Error> {
 
 #[test]
 fn dollar_dollar_is_a_literal_dollar() {
-    assert_eq!(render("a: $$HOME $${runner_name} $$$$\n").unwrap(), "a: $HOME ${runner_name} $$\n");
+    assert_eq!(
+        render("a: $$HOME $${runner_name} $$$$\n").unwrap(),
+        "a: $HOME ${runner_name} $$\n"
+    );
 }
 
 #[test]
@@ -27,11 +30,22 @@ fn both_placeholder_forms() {
 #[test]
 fn unknown_placeholder_names_it_and_its_line() {
     let err = render("#cloud-config\nhostname: ${runner_name}\nx: ${runner_nmae}\n").unwrap_err();
-    assert!(matches!(&err, Error::UnknownPlaceholder { name, line: 3 } if name == "runner_nmae"), "{err:?}");
-    assert!(err.to_string().starts_with("unknown placeholder ${runner_nmae} at line 3"), "{err}");
+    assert!(
+        matches!(&err, Error::UnknownPlaceholder { name, line: 3 } if name == "runner_nmae"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("unknown placeholder ${runner_nmae} at line 3"),
+        "{err}"
+    );
     // Python names are case-sensitive and greedy.
-    assert!(matches!(render("$RUNNER_NAME"), Err(Error::UnknownPlaceholder { name, .. }) if name == "RUNNER_NAME"));
-    assert!(matches!(render("$runner_names"), Err(Error::UnknownPlaceholder { name, .. }) if name == "runner_names"));
+    assert!(
+        matches!(render("$RUNNER_NAME"), Err(Error::UnknownPlaceholder { name, .. }) if name == "RUNNER_NAME")
+    );
+    assert!(
+        matches!(render("$runner_names"), Err(Error::UnknownPlaceholder { name, .. }) if name == "runner_names")
+    );
 }
 
 #[test]
@@ -40,10 +54,22 @@ fn lone_dollar_is_an_error_like_python() {
         render("a: 1\nb: cost $ 5\n").unwrap_err().to_string(),
         "Invalid placeholder in string: line 2, col 9"
     );
-    assert_eq!(render("x: ${runner_name").unwrap_err().to_string(), "Invalid placeholder in string: line 1, col 4");
-    assert_eq!(render("x: ${ runner_name }").unwrap_err().to_string(), "Invalid placeholder in string: line 1, col 4");
-    assert_eq!(render("x: $1").unwrap_err().to_string(), "Invalid placeholder in string: line 1, col 4");
-    assert_eq!(render("x: y $").unwrap_err().to_string(), "Invalid placeholder in string: line 1, col 6");
+    assert_eq!(
+        render("x: ${runner_name").unwrap_err().to_string(),
+        "Invalid placeholder in string: line 1, col 4"
+    );
+    assert_eq!(
+        render("x: ${ runner_name }").unwrap_err().to_string(),
+        "Invalid placeholder in string: line 1, col 4"
+    );
+    assert_eq!(
+        render("x: $1").unwrap_err().to_string(),
+        "Invalid placeholder in string: line 1, col 4"
+    );
+    assert_eq!(
+        render("x: y $").unwrap_err().to_string(),
+        "Invalid placeholder in string: line 1, col 6"
+    );
 }
 
 #[test]
@@ -51,24 +77,40 @@ fn placeholders_listing_and_credential_kind() {
     let seed = fixture("seed-runner-user-data.pkrtpl");
     assert_eq!(
         template_placeholders(&seed).unwrap(),
-        ["runner_name", "repo_url", "registration_token", "runner_labels"]
+        [
+            "runner_name",
+            "repo_url",
+            "registration_token",
+            "runner_labels"
+        ]
     );
     assert!(template_uses_registration_token(&seed));
     let jit = fixture("jit-user-data.pkrtpl");
     assert_eq!(
         template_placeholders(&jit).unwrap(),
-        ["runner_name", "runner_user", "jit_config", "runner_labels", "repo_url"]
+        [
+            "runner_name",
+            "runner_user",
+            "jit_config",
+            "runner_labels",
+            "repo_url"
+        ]
     );
     assert!(!template_uses_registration_token(&jit));
     assert!(template_uses_registration_token("x: $registration_token"));
     assert!(!template_uses_registration_token("x: $$registration_token"));
     // Lenient: still answers for a malformed template; the validating call names the problem.
-    assert!(template_uses_registration_token("a: $ b\nc: ${registration_token}"));
+    assert!(template_uses_registration_token(
+        "a: $ b\nc: ${registration_token}"
+    ));
     assert!(matches!(
         template_placeholders("a: $ b\nc: ${registration_token}"),
         Err(Error::InvalidPlaceholder { line: 1, col: 4 })
     ));
-    assert!(matches!(template_placeholders("${nope}"), Err(Error::UnknownPlaceholder { .. })));
+    assert!(matches!(
+        template_placeholders("${nope}"),
+        Err(Error::UnknownPlaceholder { .. })
+    ));
 }
 
 #[test]
@@ -112,12 +154,16 @@ fn values_that_would_break_an_unquoted_string_are_refused() {
     }
     // Inside a flow collection, flow indicators too.
     spec.labels = vec!["a]".into()];
-    let err = render_template("x: [a ${runner_labels}]\n", &spec).unwrap_err().to_string();
+    let err = render_template("x: [a ${runner_labels}]\n", &spec)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("flow collection"), "{err}");
     // Two placeholders that only together read as a number.
     spec.runner_name = "1".into();
     spec.runner_user = "_0".into();
-    let err = render_template("x: ${runner_name}${runner_user}\n", &spec).unwrap_err().to_string();
+    let err = render_template("x: ${runner_name}${runner_user}\n", &spec)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("YAML 1.1 bool, number"), "{err}");
     // Values that are harmless there go in as they are.
     spec.labels = vec!["on".into(), "0755".into(), "a:b".into(), "c#d".into()];
@@ -173,11 +219,18 @@ json.dump(out, sys.stdout)
         "registration_token": TOKEN,
     });
     let input = serde_json::json!({ "templates": templates, "mapping": mapping }).to_string();
-    let Some(out) = python(SCRIPT, &input) else { return };
+    let Some(out) = python(SCRIPT, &input) else {
+        return;
+    };
     let expected: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     for (t, exp) in templates.iter().zip(&expected) {
         let got = render(t);
-        match (exp.get("ok"), exp.get("key_error"), exp.get("value_error"), &got) {
+        match (
+            exp.get("ok"),
+            exp.get("key_error"),
+            exp.get("value_error"),
+            &got,
+        ) {
             (Some(ok), _, _, Ok(text)) => assert_eq!(ok.as_str().unwrap(), text, "template {t:?}"),
             (_, Some(name), _, Err(Error::UnknownPlaceholder { name: n, .. })) => {
                 assert_eq!(name.as_str().unwrap(), n, "template {t:?}");

@@ -55,9 +55,7 @@ pub fn ci() -> bool {
 /// Runs `python3 -c script` with `input` on stdin and returns stdout. Returns `None` (the caller
 /// skips) when python3 or PyYAML is missing, unless `CI` is set: then the test fails.
 pub fn python(script: &str, input: &str) -> Option<String> {
-    let probe = Command::new("python3")
-        .args(["-c", "import yaml"])
-        .output();
+    let probe = Command::new("python3").args(["-c", "import yaml"]).output();
     match probe {
         Ok(out) if out.status.success() => {}
         other => {
