@@ -1,5 +1,7 @@
 //! Log setup: `tracing` to stderr (journald picks it up), text or JSON, `RUST_LOG` over `DEBUG_LOGGING`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;

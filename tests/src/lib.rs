@@ -31,6 +31,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod config;
+pub mod dispatcher;
 mod github;
 mod guest;
 mod handles;
