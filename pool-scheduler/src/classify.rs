@@ -36,12 +36,16 @@ use crate::fxhash::{self, FxHashMap};
 use crate::marks;
 use crate::observed::{ObservedVm, Op, Power, RunnerReg};
 
-/// How long an owned, unlocked, not-ready VM outside any in-flight work stays `Creating` (seconds).
-pub const HALF_MADE_GRACE_SECS: u64 = 120;
+/// How long an owned, unlocked, not-ready VM outside any in-flight work stays `Creating` (seconds). A
+/// provision in flight is never half-made (the dispatcher reports its work), so only a VM left by a crashed
+/// dispatcher reaches this; the grace only absorbs clock skew.
+pub const HALF_MADE_GRACE_SECS: u64 = 60;
 /// How long after the first sighting of a ready VM without a registration it becomes `RunnerVanished`.
 pub const VANISHED_GRACE_SECS: u64 = 120;
-/// Minimum age (from the name) of a registration without a VM before it is removed.
-pub const DEREGISTER_GRACE_SECS: u64 = 120;
+/// Minimum age (from the name) of a registration without a VM before it is removed. A clone's VMID is listed
+/// by `/cluster/resources` as soon as its config exists (only name/status lag), and provisions in flight
+/// are reported, so this only covers the moment between minting and the clone request.
+pub const DEREGISTER_GRACE_SECS: u64 = 30;
 
 /// Why a VM is stale (to be deleted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -69,6 +73,10 @@ pub enum Phase {
     Idle,
     /// Runner running a job.
     Busy,
+    /// Ready JIT runner VM whose registration is gone (its one job is done, or the runner was removed):
+    /// it is powering itself off. Not supply (it will never take a job), still counted toward the caps;
+    /// `Stale(RunnerVanished)` once [`VANISHED_GRACE_SECS`] passed since the registration vanished.
+    Finishing,
     /// Powered off (confirmed): done.
     Stopped,
     /// The dispatcher is deleting it.
@@ -257,6 +265,8 @@ pub fn classify(
         .is_some_and(|t| now_unix.saturating_sub(t) >= VANISHED_GRACE_SECS);
     if age >= boot || hinted {
         Phase::Stale(StaleReason::RunnerVanished)
+    } else if ctx.vanished_since.is_some() {
+        Phase::Finishing
     } else {
         Phase::Booting
     }

@@ -177,6 +177,8 @@ pub struct PoolNumbers {
     pub busy: u32,
     /// Stopped VMs.
     pub stopped: u32,
+    /// Runner VMs whose job is done and that are powering off (not supply, counted toward the caps).
+    pub finishing: u32,
     /// Stale VMs (deleted unless `DISABLE_CLEANUP`, locked, or not fully confirmed as ours).
     pub stale: u32,
     /// VMs the dispatcher is deleting.
@@ -220,6 +222,7 @@ struct Tally {
     booting: u32,
     idle: u32,
     busy: u32,
+    finishing: u32,
     stopped: u32,
     stale: u32,
     deleting: u32,
@@ -233,6 +236,7 @@ impl Tally {
             Phase::Booting => self.booting += 1,
             Phase::Idle => self.idle += 1,
             Phase::Busy => self.busy += 1,
+            Phase::Finishing => self.finishing += 1,
             Phase::Stopped => self.stopped += 1,
             Phase::Deleting => self.deleting += 1,
             Phase::Stale(_) => self.stale += 1,
@@ -479,6 +483,7 @@ pub fn plan(config: &Config, observed: &Observed, now_unix: u64) -> Plan {
             idle: t.idle,
             busy: t.busy,
             stopped: t.stopped,
+            finishing: t.finishing,
             stale: t.stale,
             deleting: t.deleting,
             active: t.active,

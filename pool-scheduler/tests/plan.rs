@@ -265,7 +265,9 @@ fn classify_stale_reasons() {
         ),
         Phase::Stale(StaleReason::RunnerVanished)
     );
-    assert_eq!(phase_of(&c, &vm, &[], hint(NOW - 10)), Phase::Booting);
+    // Within the grace the VM is finishing (powering off): not supply for queued jobs.
+    assert_eq!(phase_of(&c, &vm, &[], hint(NOW - 10)), Phase::Finishing);
+    assert!(!Phase::Finishing.is_supply() && Phase::Finishing.counts_toward_caps());
 
     // HalfMade: not ready, not locked, not in flight, older than the grace
     let g = pool_scheduler::HALF_MADE_GRACE_SECS;
