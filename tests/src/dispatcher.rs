@@ -18,15 +18,28 @@ pub fn dispatcher_binary() -> Result<PathBuf, String> {
             return Ok(PathBuf::from(path));
         }
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let mut dir = exe.parent().map(Path::to_path_buf).ok_or("executable has no folder")?;
-        if dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
+        let mut dir = exe
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or("executable has no folder")?;
+        if dir
+            .file_name()
+            .is_some_and(|n| n == "deps" || n == "examples")
+        {
             dir.pop();
         }
         let profile_release = dir.file_name().is_some_and(|n| n == "release");
         let bin = dir.join("dispatcher");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "dispatcher-bin", "--bin", "dispatcher"]);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "dispatcher-bin",
+            "--bin",
+            "dispatcher",
+        ]);
         if profile_release {
             build.arg("--release");
         }
@@ -35,12 +48,20 @@ pub fn dispatcher_binary() -> Result<PathBuf, String> {
         }
         match build.status() {
             Ok(s) if s.success() => {}
-            Ok(s) if bin.exists() => eprintln!("dispatcher harness: cargo build exited {s}; using the existing binary"),
+            Ok(s) if bin.exists() => {
+                eprintln!("dispatcher harness: cargo build exited {s}; using the existing binary")
+            }
             Ok(s) => return Err(format!("cargo build -p dispatcher-bin failed: {s}")),
-            Err(e) if bin.exists() => eprintln!("dispatcher harness: cannot run cargo ({e}); using the existing binary"),
+            Err(e) if bin.exists() => {
+                eprintln!("dispatcher harness: cannot run cargo ({e}); using the existing binary")
+            }
             Err(e) => return Err(format!("cannot run cargo to build the dispatcher: {e}")),
         }
-        if bin.exists() { Ok(bin) } else { Err(format!("{} not found", bin.display())) }
+        if bin.exists() {
+            Ok(bin)
+        } else {
+            Err(format!("{} not found", bin.display()))
+        }
     })
     .clone()
 }
@@ -49,9 +70,19 @@ pub fn dispatcher_binary() -> Result<PathBuf, String> {
 pub fn sim_env(sim: &Sim, cfg: &SimConfig) -> Vec<(String, String)> {
     let mut env = vec![
         ("PROXMOX_URL".to_owned(), sim.pve_url().to_owned()),
-        ("PROXMOX_NODE".to_owned(), cfg.pve.nodes.first().cloned().unwrap_or_else(|| "pve1".to_owned())),
+        (
+            "PROXMOX_NODE".to_owned(),
+            cfg.pve
+                .nodes
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "pve1".to_owned()),
+        ),
         ("PROXMOX_TOKEN_ID".to_owned(), cfg.pve.token_id.clone()),
-        ("PROXMOX_TOKEN_SECRET".to_owned(), cfg.pve.token_secret.clone()),
+        (
+            "PROXMOX_TOKEN_SECRET".to_owned(),
+            cfg.pve.token_secret.clone(),
+        ),
         ("GITHUB_API_URL".to_owned(), sim.github_url().to_owned()),
         ("GITHUB_TOKEN".to_owned(), cfg.github.token.clone()),
         ("REPO_OWNER".to_owned(), "NREL".to_owned()),
@@ -80,28 +111,51 @@ impl DispatcherProcess {
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
         let output = Arc::new(Mutex::new(Vec::new()));
         let echo = std::env::var_os("E2E_ECHO").is_some();
-        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let sink = Arc::clone(&output);
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if echo {
                         eprintln!("[dispatcher] {line}");
                     }
-                    sink.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+                    sink.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(line);
                 }
             });
         }
-        Ok(Self { child, output, started: Instant::now() })
+        Ok(Self {
+            child,
+            output,
+            started: Instant::now(),
+        })
     }
 
     /// The process id.
@@ -111,7 +165,10 @@ impl DispatcherProcess {
 
     /// Everything printed so far (stdout and stderr interleaved by line).
     pub fn output(&self) -> String {
-        self.output.lock().unwrap_or_else(PoisonError::into_inner).join("\n")
+        self.output
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .join("\n")
     }
 
     /// Whether the process is still running (`Some(status)` once it exited).
@@ -132,7 +189,9 @@ impl DispatcherProcess {
 
     /// SIGTERM, then waits up to `grace` for the exit; SIGKILL after that. Returns the exit status.
     pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Some(status) = self.exited() {
@@ -174,5 +233,9 @@ pub fn secrets_of(sim: &Sim, cfg: &SimConfig) -> Vec<String> {
 
 /// The secrets of `secrets` that appear in `text` (shortened, for an assertion message).
 pub fn leaked(text: &str, secrets: &[String]) -> Vec<String> {
-    secrets.iter().filter(|s| text.contains(s.as_str())).map(|s| format!("{}…", &s[..6.min(s.len())])).collect()
+    secrets
+        .iter()
+        .filter(|s| text.contains(s.as_str()))
+        .map(|s| format!("{}…", &s[..6.min(s.len())]))
+        .collect()
 }

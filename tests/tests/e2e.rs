@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tests::dispatcher::{DispatcherProcess, leaked, secrets_of, sim_env};
-use tests::{JobSpec, JobStatus, Sim, SimConfig, TemplateSpec, VmSpec};
+use tests::{JobSpec, JobStatus, Sim, SimConfig, TemplateSpec, VmEventKind, VmSpec};
 
 const REPO: &str = "NREL/EnergyPlus";
 const PREFIX: &str = "gh-runner-";
@@ -24,14 +24,29 @@ struct Scenario {
     proc: Option<DispatcherProcess>,
     outputs: Vec<String>,
     dir: tempfile::TempDir,
+    /// Check caps on powered-on VMs only (see [`max_running`]) instead of every created VM.
+    caps_on_running_only: bool,
+    /// VM names that are not ours although they carry the prefix.
+    foreign_names: Vec<String>,
 }
 
 impl Scenario {
     async fn start(cfg: SimConfig) -> Self {
-        let sim = Sim::start(cfg.clone()).await.unwrap_or_else(|e| panic!("sim: {e}"));
+        let sim = Sim::start(cfg.clone())
+            .await
+            .unwrap_or_else(|e| panic!("sim: {e}"));
         let env = sim_env(&sim, &cfg);
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        Self { sim, cfg, env, proc: None, outputs: Vec::new(), dir }
+        Self {
+            sim,
+            cfg,
+            env,
+            proc: None,
+            outputs: Vec::new(),
+            dir,
+            caps_on_running_only: false,
+            foreign_names: Vec::new(),
+        }
     }
 
     fn set(&mut self, key: &str, value: &str) {
@@ -52,7 +67,11 @@ impl Scenario {
 
     fn kill(&mut self) {
         if let Some(mut p) = self.proc.take() {
-            assert!(p.exited().is_none(), "dispatcher exited on its own:\n{}", p.output());
+            assert!(
+                p.exited().is_none(),
+                "dispatcher exited on its own:\n{}",
+                p.output()
+            );
             p.kill();
             self.outputs.push(p.output());
         }
@@ -70,73 +89,414 @@ impl Scenario {
         let ok = self.sim.wait_until(timeout, cond).await;
         self.assert_alive();
         if !ok {
-            let out = self.proc.as_ref().map(DispatcherProcess::output).unwrap_or_default();
-            let jobs: Vec<_> = self.sim.github().jobs().iter().map(|j| (j.id, j.status, j.runner_name.clone())).collect();
-            let vms: Vec<_> = self.sim.pve().vms().iter().map(|v| (v.vmid, v.name.clone(), v.running, v.tags.clone())).collect();
-            panic!("timed out waiting for {what}\njobs: {jobs:?}\nvms: {vms:?}\n--- dispatcher output ---\n{out}");
+            let out = self
+                .proc
+                .as_ref()
+                .map(DispatcherProcess::output)
+                .unwrap_or_default();
+            let jobs: Vec<_> = self
+                .sim
+                .github()
+                .jobs()
+                .iter()
+                .map(|j| (j.id, j.status, j.runner_name.clone()))
+                .collect();
+            let vms: Vec<_> = self
+                .sim
+                .pve()
+                .vms()
+                .iter()
+                .map(|v| {
+                    (
+                        v.vmid,
+                        v.name.clone(),
+                        v.running,
+                        v.tags.clone(),
+                        v.guest.as_ref().map(|g| g.phase.clone()),
+                    )
+                })
+                .collect();
+            let runners: Vec<_> = self
+                .sim
+                .github()
+                .runners()
+                .iter()
+                .map(|r| format!("{r:?}"))
+                .collect();
+            panic!(
+                "timed out waiting for {what}\njobs: {jobs:?}\nvms: {vms:?}\nrunners: {runners:?}\n--- dispatcher output ---\n{out}"
+            );
         }
     }
 
     /// Waits for every job except `unmatched` to complete, then for the drain (no runner VM, no
     /// registration), stops the dispatcher with SIGTERM and checks the invariants.
-    async fn finish(mut self, unmatched: &[u64], caps: &[(&str, usize)], protected: &[u32]) -> String {
+    async fn finish(self, unmatched: &[u64], caps: &[(&str, usize)], protected: &[u32]) -> String {
+        self.finish_with(&[PREFIX], unmatched, caps, protected)
+            .await
+    }
+
+    async fn finish_with(
+        mut self,
+        prefixes: &[&str],
+        unmatched: &[u64],
+        caps: &[(&str, usize)],
+        protected: &[u32],
+    ) -> String {
+        let prefixes: Vec<String> = prefixes.iter().map(|p| (*p).to_owned()).collect();
         let unmatched: BTreeSet<u64> = unmatched.iter().copied().collect();
         let u = unmatched.clone();
-        self.wait("every matchable job to complete", Duration::from_secs(90), move |s| {
-            s.github().jobs().iter().filter(|j| !u.contains(&j.id)).all(|j| j.status == JobStatus::Completed)
-        })
+        self.wait(
+            "every matchable job to complete",
+            Duration::from_secs(90),
+            move |s| {
+                s.github()
+                    .jobs()
+                    .iter()
+                    .filter(|j| !u.contains(&j.id))
+                    .all(|j| j.status == JobStatus::Completed)
+            },
+        )
         .await;
         for j in self.sim.github().jobs() {
             if !unmatched.contains(&j.id) {
-                assert_eq!(j.conclusion.as_deref(), Some("success"), "job {} ({}) concluded {:?}", j.id, j.name, j.conclusion);
+                assert_eq!(
+                    j.conclusion.as_deref(),
+                    Some("success"),
+                    "job {} ({}) concluded {:?}",
+                    j.id,
+                    j.name,
+                    j.conclusion
+                );
             } else {
                 assert_ne!(j.status, JobStatus::Completed, "unmatched job {} ran", j.id);
-                assert!(j.runner_name.is_none(), "unmatched job {} got runner {:?}", j.id, j.runner_name);
+                assert!(
+                    j.runner_name.is_none(),
+                    "unmatched job {} got runner {:?}",
+                    j.id,
+                    j.runner_name
+                );
             }
         }
-        self.wait("the drain (no runner VM, no registration)", Duration::from_secs(60), |s| {
-            s.pve().vms_with_prefix(PREFIX).is_empty() && s.github().runners().iter().all(|r| !r.name.starts_with(PREFIX))
-        })
+        let pf = prefixes.clone();
+        let foreign: BTreeSet<u32> = protected.iter().copied().collect();
+        self.wait(
+            "the drain (no runner VM, no registration)",
+            Duration::from_secs(60),
+            move |s| {
+                pf.iter().all(|p| {
+                    s.pve()
+                        .vms_with_prefix(p)
+                        .iter()
+                        .all(|v| foreign.contains(&v.vmid))
+                        && s.github()
+                            .runners()
+                            .iter()
+                            .all(|r| !r.name.starts_with(p.as_str()))
+                })
+            },
+        )
         .await;
         for (prefix, cap) in caps {
-            let max = self.sim.pve().max_concurrent(prefix);
-            assert!(max <= *cap, "pool {prefix}: {max} runner VMs at once, cap {cap}");
+            let ours =
+                |n: &str| n.starts_with(prefix) && !self.foreign_names.iter().any(|f| f == n);
+            let max = if self.caps_on_running_only {
+                max_running(&self.sim, ours)
+            } else {
+                self.sim.pve().max_concurrent_by(ours, false)
+            };
+            assert!(
+                max <= *cap,
+                "pool {prefix}: {max} runner VMs at once, cap {cap}"
+            );
         }
         for vmid in protected {
             let touched = self.sim.pve().mutations_on(*vmid);
-            assert!(touched.is_empty(), "VM {vmid} is not ours but was changed: {touched:?}");
-            assert!(self.sim.pve().vm(*vmid).is_some(), "VM {vmid} is not ours but is gone");
+            assert!(
+                touched.is_empty(),
+                "VM {vmid} is not ours but was changed: {touched:?}"
+            );
+            assert!(
+                self.sim.pve().vm(*vmid).is_some(),
+                "VM {vmid} is not ours but is gone"
+            );
         }
         for t in &self.cfg.pve.templates {
-            assert!(self.sim.pve().mutations_on(t.vmid).is_empty(), "template {} was changed", t.vmid);
+            assert!(
+                self.sim.pve().mutations_on(t.vmid).is_empty(),
+                "template {} was changed",
+                t.vmid
+            );
         }
         if let Some(mut p) = self.proc.take() {
-            assert!(p.exited().is_none(), "dispatcher exited on its own:\n{}", p.output());
+            assert!(
+                p.exited().is_none(),
+                "dispatcher exited on its own:\n{}",
+                p.output()
+            );
             let status = p.terminate(Duration::from_secs(20));
-            assert!(status.is_some_and(|s| s.success()), "SIGTERM: exit {status:?}\n{}", p.output());
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "SIGTERM: exit {status:?}\n{}",
+                p.output()
+            );
             self.outputs.push(p.output());
         }
         let all = self.outputs.join("\n");
         let secrets = secrets_of(&self.sim, &self.cfg);
         assert!(!secrets.is_empty());
         let leaks = leaked(&all, &secrets);
-        assert!(leaks.is_empty(), "secrets in the dispatcher's output: {leaks:?}");
+        assert!(
+            leaks.is_empty(),
+            "secrets in the dispatcher's output: {leaks:?}"
+        );
         self.sim.shutdown().await;
         all
     }
 }
 
+/// Peak number of VMs whose name satisfies `pred` that were powered on at the same time (a crash can leave
+/// never-started half-made clones behind; they hold no CPU or memory and are not counted by the caps).
+fn max_running(sim: &Sim, pred: impl Fn(&str) -> bool) -> usize {
+    let mut running: BTreeSet<u32> = BTreeSet::new();
+    let mut peak = 0;
+    for e in sim.pve().events() {
+        match e.kind {
+            VmEventKind::Started if e.name.as_deref().is_some_and(&pred) => {
+                running.insert(e.vmid);
+            }
+            VmEventKind::Stopped | VmEventKind::Destroyed => {
+                running.remove(&e.vmid);
+            }
+            _ => {}
+        }
+        peak = peak.max(running.len());
+    }
+    peak
+}
+
 fn linux(n: usize, labels: &[&str]) -> Vec<JobSpec> {
-    (0..n).map(|i| JobSpec::new(&format!("job-{i}"), labels)).collect()
+    (0..n)
+        .map(|i| JobSpec::new(&format!("job-{i}"), labels))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_job_snippet_mode() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut sc = Scenario::start(SimConfig::default()).await;
     sc.set("RUNNER_LABELS", "linux,x64");
     sc.launch();
-    sc.sim.github().queue_run(REPO, linux(1, &["self-hosted", "linux"]));
+    sc.sim
+        .github()
+        .queue_run(REPO, linux(1, &["self-hosted", "linux"]));
     let out = sc.finish(&[], &[(PREFIX, 1)], &[]).await;
     assert!(out.contains("runner VM started"), "{out}");
+}
+
+fn u24_u22_config() -> SimConfig {
+    let mut cfg = SimConfig::default();
+    cfg.pve.templates = vec![
+        TemplateSpec::linux(9000, "pve1", "ubuntu-2404-runner-template"),
+        TemplateSpec::linux(9001, "pve1", "ubuntu-2204-runner-template"),
+    ];
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pools_with_caps_and_unmatched_jobs() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut sc = Scenario::start(u24_u22_config()).await;
+    sc.pools_file(
+        r#"{"max_total_runners": 4, "pools": [
+            {"name": "u24", "template": "ubuntu-2404-runner-template", "labels": ["linux", "x64", "ubuntu-24.04"],
+             "vmid_start": 200, "vmid_end": 219, "runner_name_prefix": "u24-", "max_runners": 3},
+            {"name": "u22", "template": "ubuntu-2204-runner-template", "labels": "linux,x64,ubuntu-22.04",
+             "vmid_start": 300, "vmid_end": 319, "runner_name_prefix": "u22-", "max_runners": 2}
+        ]}"#,
+    );
+    sc.launch();
+    let gh = sc.sim.github();
+    gh.queue_run(REPO, linux(6, &["self-hosted", "Linux", "ubuntu-24.04"]));
+    gh.queue_run(
+        REPO,
+        linux(4, &["self-hosted", "linux", "X64", "ubuntu-22.04"]),
+    );
+    let gpu = gh.queue_run(REPO, linux(2, &["self-hosted", "linux", "gpu"]));
+    let hosted = gh.queue_run(REPO, linux(1, &["ubuntu-latest"]));
+    let mut unmatched = gpu.job_ids.clone();
+    unmatched.extend(hosted.job_ids.iter().copied());
+    let sim_pve = sc.sim.pve();
+    let out = sc
+        .finish_with(
+            &["u24-", "u22-"],
+            &unmatched,
+            &[("u24-", 3), ("u22-", 2)],
+            &[],
+        )
+        .await;
+    let total =
+        sim_pve.max_concurrent_by(|n| n.starts_with("u24-") || n.starts_with("u22-"), false);
+    assert!(total <= 4, "total cap 4 exceeded: {total}");
+    assert!(
+        out.contains("lacks [gpu]"),
+        "the unmatched job's reason names the missing label:\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_30_jobs() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut sc = Scenario::start(SimConfig::default()).await;
+    sc.set("RUNNER_LABELS", "linux,x64");
+    sc.set("MAX_TOTAL_RUNNERS", "10");
+    sc.launch();
+    sc.sim
+        .github()
+        .queue_run(REPO, linux(30, &["self-hosted", "linux", "x64"]));
+    sc.finish(&[], &[(PREFIX, 10)], &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_inside_in_progress_runs() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut sc = Scenario::start(SimConfig::default()).await;
+    sc.set("RUNNER_LABELS", "linux,x64");
+    sc.launch();
+    let labels = ["self-hosted", "linux"];
+    sc.sim.github().queue_run(
+        REPO,
+        vec![
+            JobSpec::new("build", &labels),
+            JobSpec::new("lint", &labels),
+            JobSpec::new("test", &labels).needs("build"),
+            JobSpec::new("package", &labels).needs("test"),
+        ],
+    );
+    sc.finish(&[], &[], &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_in_proxmox_and_github() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut cfg = SimConfig::default();
+    cfg.seed = 7;
+    cfg.faults.pve_write_error_rate = 0.1;
+    cfg.faults.pve_lost_response_rate = 0.03;
+    cfg.faults.clone_lock_failure_rate = 0.15;
+    cfg.faults.github_502_rate = 0.05;
+    let mut sc = Scenario::start(cfg).await;
+    sc.set("RUNNER_LABELS", "linux,x64");
+    sc.set("MAX_TOTAL_RUNNERS", "4");
+    sc.launch();
+    sc.sim
+        .github()
+        .queue_run(REPO, linux(8, &["self-hosted", "linux"]));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    sc.sim
+        .github()
+        .set_secondary_rate_limit(Duration::from_secs(2));
+    sc.sim
+        .github()
+        .queue_run(REPO, linux(4, &["self-hosted", "linux"]));
+    sc.finish(&[], &[(PREFIX, 4)], &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_mid_flight() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut sc = Scenario::start(SimConfig::default()).await;
+    sc.set("RUNNER_LABELS", "linux,x64");
+    sc.set("MAX_TOTAL_RUNNERS", "6");
+    sc.sim
+        .github()
+        .queue_run(REPO, linux(12, &["self-hosted", "linux"]));
+    for pause_ms in [150_u64, 420, 260, 900] {
+        sc.launch();
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        sc.kill();
+    }
+    sc.launch();
+    // Killed processes leave never-started clones behind (deleted as half-made): cap the running VMs.
+    sc.caps_on_running_only = true;
+    sc.finish(&[], &[(PREFIX, 6)], &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_foreign_vms_and_agent_injection() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cfg = SimConfig::default();
+    let mut sc = Scenario::start(cfg).await;
+    let pve = sc.sim.pve();
+    // Inside the pool's range: a foreign VM on the other node, a VM with our prefix but no mark, a container.
+    pve.add_vm(VmSpec {
+        running: true,
+        ..VmSpec::new(200, "pve2", "someone-elses-vm")
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    pve.add_vm(VmSpec {
+        running: false,
+        ..VmSpec::new(202, "pve1", "gh-runner-202-handmade")
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    sc.foreign_names.push("gh-runner-202-handmade".to_owned());
+    pve.add_container(201, "pve2", "ct-in-range", true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    sc.pools_file(
+        r#"{"pools": [{"name": "linux", "template": "ubuntu-2404-runner-template", "labels": ["linux", "x64"],
+            "nodes": ["pve1", "pve2"], "vmid_start": 200, "vmid_end": 220, "injection": "agent", "max_runners": 6}]}"#,
+    );
+    sc.launch();
+    sc.sim
+        .github()
+        .queue_run(REPO, linux(8, &["self-hosted", "linux", "x64"]));
+    let sim_pve = sc.sim.pve();
+    sc.finish(&[], &[(PREFIX, 6)], &[200, 202]).await;
+    let ours: Vec<_> = sim_pve
+        .created_vms()
+        .into_iter()
+        .filter(|v| {
+            v.description
+                .as_deref()
+                .is_some_and(|d| d.starts_with("ghr-managed:"))
+        })
+        .collect();
+    assert_eq!(ours.len(), 8, "one VM per job");
+    let nodes: BTreeSet<String> = ours.iter().map(|v| v.node.clone()).collect();
+    assert!(nodes.len() == 2, "VMs spread over both nodes: {nodes:?}");
+    assert!(
+        ours.iter().all(|v| ![200, 201, 202].contains(&v.vmid)),
+        "ids held by others were not used"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_template_with_registration_token() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut sc = Scenario::start(SimConfig::default()).await;
+    let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../images/ubuntu-2404/cloud-init/runner-user-data.pkrtpl");
+    sc.set("USER_DATA_TEMPLATE", &template.display().to_string());
+    sc.set("RUNNER_LABELS", "linux,x64");
+    sc.launch();
+    sc.sim
+        .github()
+        .queue_run(REPO, linux(3, &["self-hosted", "linux"]));
+    sc.finish(&[], &[], &[]).await;
 }
