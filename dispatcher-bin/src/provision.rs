@@ -157,9 +157,20 @@ async fn steps(
         return Err(Error::Cancelled);
     }
     let start_began = Instant::now();
-    let upid = retry(rec, || rec.pve.start(&node, vmid)).await?;
     made.started = true;
-    rec.pve.wait_task(&upid, rec.tuning.task_deadline).await?;
+    match retry(rec, || rec.pve.start(&node, vmid)).await {
+        Ok(upid) => {
+            rec.pve.wait_task(&upid, rec.tuning.task_deadline).await?;
+        }
+        // A start whose answer was lost (e.g. 596 from a proxied node) may have happened, and its retry
+        // then fails ("already running"): ask the VM before declaring failure.
+        Err(e) => match rec.pve.vm_status(&node, vmid).await {
+            Ok(status) if status.is_running() => {
+                tracing::debug!(vmid = start.vmid, error = %e, "start answered with an error but the VM runs");
+            }
+            _ => return Err(e),
+        },
+    }
     let start_ms = start_began.elapsed().as_millis() as u64;
 
     // 4. inject
@@ -181,13 +192,18 @@ async fn steps(
                 })
                 .await?;
             }
+            // The credential is in the guest: from here on the runner may take a job at any moment, so a
+            // failure to set the ready mark must not roll the VM back (that would kill the job). An owned
+            // VM whose runner is online counts as idle without the mark.
             let mut ready = marks::managed_tags(&pool.name);
             ready.push(marks::READY_TAG.to_owned());
             let update = ConfigUpdate {
                 tags: Some(Tags::from_tags(ready.iter().map(String::as_str))?),
                 ..ConfigUpdate::default()
             };
-            retry(rec, || rec.pve.update_config(&node, vmid, &update)).await?;
+            if let Err(e) = retry(rec, || rec.pve.update_config(&node, vmid, &update)).await {
+                tracing::warn!(vmid = start.vmid, error = %e, "could not set the ready mark after injecting the credential");
+            }
         }
     }
     tracing::info!(
