@@ -5,12 +5,12 @@
 //! clone task succeeded: a VMID someone else holds is never touched), the snippet and the runner
 //! registration.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cloudinit_render::{Credential, Os as RenderOs, RunnerSpec};
 use github_runners::JitRequest;
 use pool_scheduler::{Injection, Os, Pool, Start, marks};
-use proxmox_api::{CloneRequest, ConfigUpdate, NodeName, Tags, Upid, VmId};
+use proxmox_api::{CloneRequest, ConfigUpdate, NodeName, Tags, VmId};
 
 use crate::error::Error;
 use crate::observe::TemplateRef;
@@ -80,43 +80,19 @@ async fn steps(
     if tpl_node != node {
         clone.target = Some(node.clone());
     }
+    let clone_started = Instant::now();
     let (minted, cloned) = tokio::join!(
         mint(rec, pool, name),
-        clone_vm(rec, &tpl_node, tpl_vmid, &clone)
+        clone_and_wait(rec, &tpl_node, tpl_vmid, &clone)
     );
-    let minted = match minted {
-        Ok(m) => {
-            made.runner_id = m.runner_id;
-            Some(m)
-        }
-        Err(e) => {
-            // The clone may have been issued: wait for it so the rollback can remove the VM.
-            if let Ok(upid) = &cloned {
-                made.vm = rec
-                    .pve
-                    .wait_task(upid, rec.tuning.clone_deadline)
-                    .await
-                    .is_ok();
-            }
-            return Err(e);
-        }
-    };
-    let upid = cloned?;
-    let clone_started = Instant::now();
-    match rec.pve.wait_task(&upid, rec.tuning.clone_deadline).await {
-        Ok(_) => made.vm = true,
-        Err(e) if e.is_vmid_taken() => {
-            return Err(Error::VmidTaken {
-                vmid: start.vmid,
-                message: e.to_string(),
-            });
-        }
-        Err(e) => return Err(e.into()),
+    // Record what exists before looking at errors, so the rollback removes exactly that.
+    made.vm = cloned.is_ok();
+    if let Ok(m) = &minted {
+        made.runner_id = m.runner_id;
     }
+    let minted = minted?;
+    cloned?;
     let clone_ms = clone_started.elapsed().as_millis() as u64;
-    let Some(minted) = minted else {
-        return Err(Error::Cancelled);
-    };
     if cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
@@ -259,19 +235,42 @@ async fn mint(rec: &Reconciler, pool: &Pool, name: &str) -> Result<Minted, Error
     })
 }
 
-async fn clone_vm(
+/// Clones and waits for the clone task, holding a clone slot of the template's node. A clone task that
+/// failed on a lock timeout (too many clones of one template at once) is issued again after a pause.
+async fn clone_and_wait(
     rec: &Reconciler,
     node: &NodeName,
     template: VmId,
     req: &CloneRequest,
-) -> Result<Upid, Error> {
-    match retry(rec, || rec.pve.clone_vm(node, template, req)).await {
-        Ok(upid) => Ok(upid),
-        Err(Error::Proxmox(e)) if e.is_vmid_taken() => Err(Error::VmidTaken {
-            vmid: req.newid.get(),
-            message: e.to_string(),
-        }),
-        Err(e) => Err(e),
+) -> Result<(), Error> {
+    let _slot = rec.permits(node.as_str()).await;
+    let vmid = req.newid.get();
+    let taken = |e: &proxmox_api::Error| Error::VmidTaken {
+        vmid,
+        message: e.to_string(),
+    };
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let upid = match retry(rec, || rec.pve.clone_vm(node, template, req)).await {
+            Ok(upid) => upid,
+            Err(Error::Proxmox(e)) if e.is_vmid_taken() => return Err(taken(&e)),
+            Err(e) => return Err(e),
+        };
+        match rec.pve.wait_task(&upid, rec.tuning.clone_deadline).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_vmid_taken() => return Err(taken(&e)),
+            Err(e) if e.is_lock_timeout() && attempt < 4 => {
+                let pause = crate::reconciler::backoff_delay(
+                    Duration::from_millis(300),
+                    Duration::from_secs(5),
+                    attempt,
+                );
+                tracing::debug!(vmid, attempt, error = %e, "clone task hit a lock timeout; cloning again");
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

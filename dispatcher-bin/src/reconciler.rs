@@ -42,9 +42,9 @@ impl Clock for SystemClock {
 /// Limits and deadlines of the executors. The defaults suit a real cluster; tests shorten them.
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// Provisions and deletions running at once, over all nodes.
+    /// Clones and deletions running at once, over all nodes.
     pub max_parallel: usize,
-    /// Provisions and deletions running at once on one node.
+    /// Clones (counted on the template's node) and deletions running at once on one node.
     pub max_parallel_per_node: usize,
     /// Deadline of a clone task.
     pub clone_deadline: Duration,
@@ -68,7 +68,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Self {
             max_parallel: 16,
-            max_parallel_per_node: 6,
+            max_parallel_per_node: 4,
             clone_deadline: Duration::from_secs(600),
             task_deadline: Duration::from_secs(300),
             agent_poll: (Duration::from_millis(250), Duration::from_secs(2)),
@@ -357,10 +357,9 @@ impl Reconciler {
             self.tracker.spawn(async move {
                 let vmid = start.vmid;
                 let pool_name = pool.name.clone();
-                let result = {
-                    let _permits = this.permits(&start.node).await;
-                    crate::provision::provision(&this, &pool, &start, template).await
-                };
+                // Parallelism is bounded inside: only the clone (the heavy, lock-taking step) holds a slot;
+                // waiting for a guest to boot must not keep other VMs from being cloned.
+                let result = crate::provision::provision(&this, &pool, &start, template).await;
                 match result {
                     Ok(()) => this.record_success(&pool_name),
                     Err(Error::VmidTaken { vmid, message }) => {
@@ -380,7 +379,8 @@ impl Reconciler {
         report
     }
 
-    async fn permits(
+    /// A slot of the overall limit and one of `node`'s (clones count against their source node).
+    pub(crate) async fn permits(
         &self,
         node: &str,
     ) -> (
