@@ -158,6 +158,29 @@ impl DispatcherProcess {
         })
     }
 
+    /// Runs a one-shot subcommand (`once`, `plan`, `check`, …) to its end; SIGKILL after `timeout`.
+    pub fn run_to_end(
+        args: &[&str],
+        env: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(std::process::ExitStatus, String), String> {
+        let mut p = Self::spawn(args, env)?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = p.exited() {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(50));
+                return Ok((status, p.output()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p.kill();
+        Err(format!(
+            "dispatcher {args:?} did not finish within {timeout:?}:\n{}",
+            p.output()
+        ))
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -500,3 +500,100 @@ async fn seed_template_with_registration_token() {
         .queue_run(REPO, linux(3, &["self-hosted", "linux"]));
     sc.finish(&[], &[], &[]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_subcommands() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut sc = Scenario::start(SimConfig::default()).await;
+    sc.set("RUNNER_LABELS", "linux,x64");
+    sc.sim
+        .github()
+        .queue_run(REPO, linux(2, &["self-hosted", "linux"]));
+    let gpu = sc
+        .sim
+        .github()
+        .queue_run(REPO, linux(1, &["self-hosted", "linux", "gpu"]));
+    let env = sc.env.clone();
+    let run = move |args: &'static [&'static str]| {
+        let env = env.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                DispatcherProcess::run_to_end(args, &env, Duration::from_secs(30))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+
+    let (status, out) = run(&["plan"]).await;
+    assert!(status.success(), "plan: {out}");
+    assert_eq!(
+        out.matches("start   pool=default").count(),
+        2,
+        "two starts planned:\n{out}"
+    );
+    assert!(
+        out.contains("unmatched job=") && out.contains("lacks [gpu]"),
+        "{out}"
+    );
+    assert!(
+        sc.sim.pve().created_vms().is_empty(),
+        "plan changed nothing"
+    );
+
+    let (status, out) = run(&["check"]).await;
+    assert!(status.success(), "check: {out}");
+    assert!(
+        out.contains("proxmox reachable")
+            && out.contains("template")
+            && out.contains("github: can mint"),
+        "{out}"
+    );
+    assert!(!out.contains("FAIL"), "{out}");
+
+    let (status, out) = run(&["render"]).await;
+    assert!(status.success(), "render: {out}");
+    assert!(
+        out.contains("#cloud-config") && out.contains("<redacted"),
+        "{out}"
+    );
+
+    let (status, out) = run(&["once"]).await;
+    assert!(status.success(), "once: {out}");
+    assert_eq!(
+        sc.sim.pve().created_vms().len(),
+        2,
+        "once provisioned the two jobs"
+    );
+
+    let (status, out) = run(&["status"]).await;
+    assert!(status.success(), "status: {out}");
+    assert!(
+        out.contains("pool default") && out.contains("gh-runner-"),
+        "{out}"
+    );
+    sc.outputs.push(out);
+
+    // A broken configuration: every problem on its own line, exit code 2, no secret.
+    let mut broken = sc.env.clone();
+    broken.retain(|(k, _)| k != "PROXMOX_NODE");
+    broken.push(("POLL_INTERVAL".to_owned(), "soon".to_owned()));
+    let (status, out) = tokio::task::spawn_blocking(move || {
+        DispatcherProcess::run_to_end(&["run"], &broken, Duration::from_secs(30))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("PROXMOX_NODE") && out.contains("POLL_INTERVAL"),
+        "{out}"
+    );
+    sc.outputs.push(out);
+
+    sc.launch();
+    sc.finish(&gpu.job_ids, &[], &[]).await;
+}
