@@ -78,7 +78,10 @@ async fn cluster_guests_keeps_containers_for_cluster_wide_vmids() {
         .await;
     let guests = pve.client.cluster_guests().await.unwrap();
     assert_eq!(
-        guests.iter().map(|g| (g.vmid, g.resource_type.as_str())).collect::<Vec<_>>(),
+        guests
+            .iter()
+            .map(|g| (g.vmid, g.resource_type.as_str()))
+            .collect::<Vec<_>>(),
         [(VmId(100), "qemu"), (VmId(101), "lxc")]
     );
     assert_eq!(guests[1].node.as_str(), "pve2");
