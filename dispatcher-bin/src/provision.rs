@@ -93,6 +93,7 @@ async fn steps(
     let minted = minted?;
     cloned?;
     let clone_ms = clone_started.elapsed().as_millis() as u64;
+    tracing::info!(pool = %pool.name, vmid = start.vmid, node = %start.node, runner = %name, clone_ms, "VM cloned");
     if cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
@@ -148,6 +149,7 @@ async fn steps(
         },
     }
     let start_ms = start_began.elapsed().as_millis() as u64;
+    tracing::info!(pool = %pool.name, vmid = start.vmid, node = %start.node, runner = %name, start_ms, "VM started");
 
     // 4. inject
     match pool.injection {
@@ -160,7 +162,12 @@ async fn steps(
             }
         }
         Injection::Agent => {
+            let boot_began = Instant::now();
             wait_for_agent(rec, pool, &node, vmid).await?;
+            tracing::info!(
+                pool = %pool.name, vmid = start.vmid, node = %start.node, runner = %name,
+                agent_wait_ms = boot_began.elapsed().as_millis() as u64, "guest agent answers"
+            );
             for file in cloudinit_render::agent_payload(&spec)? {
                 retry(rec, || {
                     rec.pve
@@ -185,7 +192,7 @@ async fn steps(
     tracing::info!(
         pool = %pool.name, vmid = start.vmid, node = %start.node, runner = %name, job = ?start.for_job,
         clone_ms, start_ms, total_ms = t0.elapsed().as_millis() as u64, injection = ?pool.injection,
-        "runner VM started"
+        "runner VM ready (credential handed over)"
     );
     Ok(())
 }
