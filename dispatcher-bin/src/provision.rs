@@ -229,9 +229,15 @@ async fn mint(rec: &Reconciler, pool: &Pool, name: &str) -> Result<Minted, Error
             runner_id: None,
         });
     }
+    // The labels are all a JIT runner gets: `self-hosted` (implicit in our matching, as in GitHub's) must be
+    // among them, as in GitHub's own example request.
+    let mut labels = pool.labels.clone();
+    if !labels.iter().any(|l| l.eq_ignore_ascii_case("self-hosted")) {
+        labels.insert(0, "self-hosted".to_owned());
+    }
     let request = JitRequest {
         name: name.to_owned(),
-        labels: pool.labels.clone(),
+        labels,
         runner_group_id: pool.runner_group_id,
         work_folder: "_work".to_owned(),
     };
