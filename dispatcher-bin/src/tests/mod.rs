@@ -1,1 +1,5 @@
 //! Unit tests of the reconciler and executors against a stateful fake of `ProxmoxApi` and `GitHubRunners`.
+
+mod fake;
+mod harness;
+mod provision;
