@@ -2,4 +2,5 @@
 
 mod fake;
 mod harness;
+mod failures;
 mod provision;
