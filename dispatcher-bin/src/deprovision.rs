@@ -14,6 +14,7 @@ pub(crate) async fn delete_vm(rec: &Reconciler, del: &Delete, registration: Opti
     match try_delete(rec, del, registration).await {
         Ok(()) => {
             tracing::info!(pool = %del.pool, vmid = del.vmid, node = %del.node, runner = %del.name, reason = %del.reason, "runner VM deleted");
+            rec.metrics.deletion(&del.pool, del.reason);
             true
         }
         Err(Error::NotOwned { why, .. }) => {

@@ -26,10 +26,12 @@ pub mod deprovision;
 pub mod env;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod observe;
 pub mod provision;
 pub mod reconciler;
 pub mod render;
+pub mod server;
 pub mod snippets;
 
 #[cfg(test)]
@@ -89,30 +91,44 @@ pub async fn main_with(cli: Cli) -> ExitCode {
         return commands::render(&cfg, pool.as_deref());
     }
 
+    let metrics = Arc::new(metrics::Metrics::new());
     let pve = match proxmox_api::ProxmoxClient::new(cfg.proxmox.clone()) {
-        Ok(c) => Arc::new(c),
+        Ok(c) => Arc::new(c.with_observer(metrics.proxmox_observer())),
         Err(e) => {
             eprintln!("dispatcher: proxmox client: {e}");
             return ExitCode::from(2);
         }
     };
     let gh = match github_runners::GitHubClient::new(cfg.github.clone()) {
-        Ok(c) => Arc::new(c.with_repositories(cfg.org_repositories.clone())),
+        Ok(c) => Arc::new(
+            c.with_repositories(cfg.org_repositories.clone())
+                .with_observer(metrics.github_observer()),
+        ),
         Err(e) => {
             eprintln!("dispatcher: github client: {e}");
             return ExitCode::from(2);
         }
     };
-    let rec = Reconciler::new(
+    metrics.set_rate_limit_source(Arc::downgrade(&gh));
+    let rec = Reconciler::with_metrics(
         pve,
         gh,
         Arc::new(cfg),
         Arc::new(SystemClock),
         Tuning::default(),
+        metrics,
     );
 
     match command {
         Command::Run => {
+            let server = match start_server(&rec).await {
+                Ok(server) => server,
+                Err(e) => {
+                    tracing::error!("configuration: {e}");
+                    eprintln!("dispatcher: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             spawn_signal_handler(&rec);
             tracing::info!(
                 pools = rec.cfg.pools.pools().len(),
@@ -120,6 +136,9 @@ pub async fn main_with(cli: Cli) -> ExitCode {
                 "dispatcher started"
             );
             rec.run().await;
+            if let Some(server) = server {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+            }
             tracing::info!("dispatcher stopped");
             ExitCode::SUCCESS
         }
@@ -157,6 +176,29 @@ pub async fn main_with(cli: Cli) -> ExitCode {
         Command::Check => commands::check(&rec).await,
         Command::Render { .. } => ExitCode::SUCCESS,
     }
+}
+
+/// Binds `LISTEN_ADDR` (if set) and serves webhook, metrics and health until shutdown.
+async fn start_server(
+    rec: &Arc<Reconciler>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+    let Some(addr) = rec.cfg.listen_addr else {
+        if rec.cfg.webhook_secret.is_some() {
+            tracing::warn!("WEBHOOK_SECRET is set without LISTEN_ADDR: no webhook listener");
+        }
+        return Ok(None);
+    };
+    let listener = server::bind(addr).await?;
+    let webhook = rec.cfg.webhook_secret.is_some();
+    if !webhook {
+        tracing::warn!(
+            "LISTEN_ADDR is set without WEBHOOK_SECRET: serving /metrics, /healthz and /readyz only (/webhook answers 404)"
+        );
+    }
+    let local = listener.local_addr().map_or(addr, |a| a);
+    tracing::info!(listen = %local, webhook, "HTTP listener started");
+    let state = Arc::new(server::AppState::for_reconciler(rec));
+    Ok(Some(server::spawn(listener, state, rec.shutdown_token())))
 }
 
 /// SIGTERM / SIGINT: stop starting work, roll back or finish what is in flight, exit.

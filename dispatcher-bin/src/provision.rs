@@ -150,6 +150,7 @@ async fn steps(
     }
     let start_ms = start_began.elapsed().as_millis() as u64;
     tracing::info!(pool = %pool.name, vmid = start.vmid, node = %start.node, runner = %name, start_ms, "VM started");
+    rec.metrics.vm_started(&pool.name, name, clone_ms, start_ms);
 
     // 4. inject
     match pool.injection {

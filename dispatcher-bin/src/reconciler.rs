@@ -130,6 +130,7 @@ pub struct Reconciler {
     global_limit: Arc<Semaphore>,
     node_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     failed: AtomicU64,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -143,13 +144,26 @@ impl std::fmt::Debug for Reconciler {
 }
 
 impl Reconciler {
-    /// A reconciler over the given clients.
+    /// A reconciler over the given clients (with its own, unexported [`crate::metrics::Metrics`]).
     pub fn new(
         pve: Arc<dyn ProxmoxApi>,
         gh: Arc<dyn GitHubRunners>,
         cfg: Arc<RuntimeConfig>,
         clock: Arc<dyn Clock>,
         tuning: Tuning,
+    ) -> Arc<Self> {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        Self::with_metrics(pve, gh, cfg, clock, tuning, metrics)
+    }
+
+    /// A reconciler recording into `metrics` (shared with the clients' request observers).
+    pub fn with_metrics(
+        pve: Arc<dyn ProxmoxApi>,
+        gh: Arc<dyn GitHubRunners>,
+        cfg: Arc<RuntimeConfig>,
+        clock: Arc<dyn Clock>,
+        tuning: Tuning,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Self> {
         let global_limit = Arc::new(Semaphore::new(tuning.max_parallel.max(1)));
         Arc::new(Self {
@@ -166,7 +180,13 @@ impl Reconciler {
             global_limit,
             node_limits: Mutex::new(HashMap::new()),
             failed: AtomicU64::new(0),
+            metrics,
         })
+    }
+
+    /// The metrics and readiness record of this reconciler.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
@@ -226,7 +246,12 @@ impl Reconciler {
 
     /// One reconcile pass: observe, plan, start the actions. Returns once the actions are started.
     pub async fn pass(self: &Arc<Self>) -> Result<PassReport, Error> {
-        let (observation, plan) = self.observe_and_plan().await?;
+        let (observation, plan) = self
+            .observe_and_plan()
+            .await
+            .inspect_err(|e| self.metrics.pass_failed(e))?;
+        self.metrics
+            .pass_observed(&self.cfg, &observation, &plan, self.clock.now_unix());
         self.log_plan(&plan, &observation.observed);
         Ok(self.act(plan, observation))
     }
@@ -353,6 +378,8 @@ impl Reconciler {
                 );
             }
             report.started += 1;
+            self.metrics
+                .provision_started(&start, &observation.observed.jobs);
             let this = Arc::clone(self);
             self.tracker.spawn(async move {
                 let vmid = start.vmid;
@@ -360,6 +387,7 @@ impl Reconciler {
                 // Parallelism is bounded inside: only the clone (the heavy, lock-taking step) holds a slot;
                 // waiting for a guest to boot must not keep other VMs from being cloned.
                 let result = crate::provision::provision(&this, &pool, &start, template).await;
+                this.metrics.provision_finished(&start, &result);
                 match result {
                     Ok(()) => this.record_success(&pool_name),
                     Err(Error::VmidTaken { vmid, message }) => {
