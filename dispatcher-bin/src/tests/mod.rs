@@ -2,5 +2,6 @@
 
 mod fake;
 mod harness;
+mod cleanup;
 mod failures;
 mod provision;
