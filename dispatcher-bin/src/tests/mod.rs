@@ -5,3 +5,4 @@ mod harness;
 mod cleanup;
 mod failures;
 mod provision;
+mod restart;
