@@ -3,7 +3,8 @@
 //! The binary (`dispatcher`) is a thin `main` over this library, so tests and the demo can drive the same
 //! code: [`config::RuntimeConfig`] reads the environment contract, [`reconciler::Reconciler`] runs passes
 //! (observe → `pool_scheduler::plan` → act), [`provision`] and [`deprovision`] are the executors, and
-//! [`commands`] prints `plan`, `status`, `check` and `render`.
+//! [`commands`] prints `plan`, `status`, `check` and `render`. With `LISTEN_ADDR`, [`server`] serves the
+//! webhook trigger, [`metrics`] (Prometheus) and health endpoints.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

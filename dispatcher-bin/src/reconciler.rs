@@ -144,7 +144,8 @@ impl std::fmt::Debug for Reconciler {
 }
 
 impl Reconciler {
-    /// A reconciler over the given clients (with its own, unexported [`crate::metrics::Metrics`]).
+    /// A reconciler over the given clients, recording into a fresh [`crate::metrics::Metrics`] (use
+    /// [`Reconciler::with_metrics`] to share one with the clients' request observers).
     pub fn new(
         pve: Arc<dyn ProxmoxApi>,
         gh: Arc<dyn GitHubRunners>,
