@@ -1,8 +1,10 @@
 //! Unit tests of the reconciler and executors against a stateful fake of `ProxmoxApi` and `GitHubRunners`.
 
-mod fake;
-mod harness;
+mod api_calls;
 mod cleanup;
 mod failures;
+mod fake;
+mod harness;
 mod provision;
 mod restart;
+mod secrets;
