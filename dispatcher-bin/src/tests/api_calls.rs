@@ -75,7 +75,9 @@ async fn one_job(agent: bool) -> [(Histogram, Histogram); 3] {
     }
     let pve_total = total(&provision.0) + total(&busy.0) + total(&delete.0);
     let gh_total = total(&provision.1) + total(&busy.1) + total(&delete.1);
-    eprintln!("[{mode}] one job, queued to deleted over 3 passes: PVE {pve_total}, GitHub {gh_total}");
+    eprintln!(
+        "[{mode}] one job, queued to deleted over 3 passes: PVE {pve_total}, GitHub {gh_total}"
+    );
     [provision, busy, delete]
 }
 
@@ -121,8 +123,14 @@ async fn api_calls_for_one_job_in_snippet_mode() {
         ])
     );
     assert_eq!(delete.1, observe_only().1);
-    let pve: usize = [&provision.0, &busy.0, &delete.0].into_iter().map(total).sum();
-    let gh: usize = [&provision.1, &busy.1, &delete.1].into_iter().map(total).sum();
+    let pve: usize = [&provision.0, &busy.0, &delete.0]
+        .into_iter()
+        .map(total)
+        .sum();
+    let gh: usize = [&provision.1, &busy.1, &delete.1]
+        .into_iter()
+        .map(total)
+        .sum();
     assert_eq!((pve, gh), (15, 7));
 }
 
@@ -162,7 +170,13 @@ async fn api_calls_for_one_job_in_agent_mode() {
         ])
     );
     assert_eq!(delete.1, observe_only().1);
-    let pve: usize = [&provision.0, &busy.0, &delete.0].into_iter().map(total).sum();
-    let gh: usize = [&provision.1, &busy.1, &delete.1].into_iter().map(total).sum();
+    let pve: usize = [&provision.0, &busy.0, &delete.0]
+        .into_iter()
+        .map(total)
+        .sum();
+    let gh: usize = [&provision.1, &busy.1, &delete.1]
+        .into_iter()
+        .map(total)
+        .sum();
     assert_eq!((pve, gh), (18, 7));
 }

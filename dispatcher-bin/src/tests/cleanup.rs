@@ -129,8 +129,7 @@ async fn foreign_unmarked_template_and_busy_vms_survive_every_pass() {
         // Our marks, outside every range.
         w.vms.insert(150, our_vm("pve1", 150, NOW - 100_000));
         // Busy runners: one running, one whose VM already shows stopped while GitHub still says busy.
-        w.vms
-            .insert(213, our_vm("pve1", 213, NOW - 100).running());
+        w.vms.insert(213, our_vm("pve1", 213, NOW - 100).running());
         w.vms.insert(217, our_vm("pve2", 217, NOW - 100));
         // Control: a stopped VM of ours, which must go.
         w.vms.insert(205, our_vm("pve1", 205, NOW - 600));
@@ -181,7 +180,10 @@ async fn registration_without_vm_is_removed_only_after_the_grace() {
     let w = h.fake.world();
     assert!(!w.runners.contains_key(&old_id));
     assert!(w.runners.contains_key(&young_id));
-    assert!(w.runners.contains_key(&foreign_id), "not a runner name of ours");
+    assert!(
+        w.runners.contains_key(&foreign_id),
+        "not a runner name of ours"
+    );
 }
 
 #[tokio::test]
@@ -190,8 +192,7 @@ async fn disable_cleanup_deletes_nothing() {
     {
         let mut w = fake.world();
         w.vms.insert(205, our_vm("pve1", 205, NOW - 600));
-        w.vms
-            .insert(206, our_vm("pve1", 206, NOW - 700).running());
+        w.vms.insert(206, our_vm("pve1", 206, NOW - 700).running());
     }
     fake.queue_job(1, JOB_LABELS);
     let h = Setup::new().var("DISABLE_CLEANUP", "true").build(fake);
@@ -223,7 +224,11 @@ async fn disable_cleanup_deletes_nothing() {
     for id in runners_before.keys() {
         assert!(w.runners.contains_key(id));
     }
-    assert_eq!(w.count("clone_vm"), 1, "cleanup switched off does not stop provisioning");
+    assert_eq!(
+        w.count("clone_vm"),
+        1,
+        "cleanup switched off does not stop provisioning"
+    );
 }
 
 #[tokio::test]

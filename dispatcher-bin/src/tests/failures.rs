@@ -193,7 +193,10 @@ async fn vmid_taken_at_clone_call_moves_to_the_next_id() {
             w.mutations_of(200)
         );
         assert_eq!(w.vms.get(&200), Some(&other), "the other VM is untouched");
-        assert!(w.runners.is_empty(), "registration of the failed attempt removed");
+        assert!(
+            w.runners.is_empty(),
+            "registration of the failed attempt removed"
+        );
     }
     assert!(h.snippet_files().is_empty());
     assert_eq!(h.rec.failed_tasks(), 0, "a taken id is not a failure");
@@ -219,7 +222,9 @@ async fn vmid_taken_inside_the_clone_task_moves_to_the_next_id() {
     let fake = Fake::new();
     fake.queue_job(1, JOB_LABELS);
     // A container on another node holds 200 and is not listed yet: the early check passes, the task fails.
-    fake.world().containers.insert(200, ("pve2".to_owned(), true));
+    fake.world()
+        .containers
+        .insert(200, ("pve2".to_owned(), true));
     let h = Setup::new().build(fake);
 
     h.pass().await;

@@ -226,7 +226,12 @@ const EP_VM: &str = "/nodes/{node}/qemu/{vmid}";
 const EP_CONFIG: &str = "/nodes/{node}/qemu/{vmid}/config";
 const EP_CLONE: &str = "/nodes/{node}/qemu/{vmid}/clone";
 
-fn missing_config(method: &'static str, endpoint: &'static str, node: &str, vmid: u32) -> proxmox_api::Error {
+fn missing_config(
+    method: &'static str,
+    endpoint: &'static str,
+    node: &str,
+    vmid: u32,
+) -> proxmox_api::Error {
     api_error(
         method,
         endpoint,
@@ -320,7 +325,13 @@ impl Fake {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn log(&self, api: Api, method: &'static str, vmid: Option<u32>, args: String) -> MutexGuard<'_, World> {
+    fn log(
+        &self,
+        api: Api,
+        method: &'static str,
+        vmid: Option<u32>,
+        args: String,
+    ) -> MutexGuard<'_, World> {
         let mut w = self.world();
         w.calls.push(Call {
             api,
@@ -412,11 +423,6 @@ impl World {
         self.calls.iter().filter(|c| c.method == method).count()
     }
 
-    /// Calls of one API.
-    pub fn count_api(&self, api: Api) -> usize {
-        self.calls.iter().filter(|c| c.api == api).count()
-    }
-
     /// Calls of one method about one VM.
     pub fn count_for(&self, method: &str, vmid: u32) -> usize {
         self.calls
@@ -443,15 +449,6 @@ impl World {
             .collect()
     }
 
-    /// Calls per method for one API, sorted by method name.
-    pub fn histogram(&self, api: Api) -> BTreeMap<&'static str, usize> {
-        let mut h = BTreeMap::new();
-        for c in self.calls.iter().filter(|c| c.api == api) {
-            *h.entry(c.method).or_default() += 1;
-        }
-        h
-    }
-
     /// Every secret the fake issued (JIT configs and registration tokens).
     pub fn issued_secrets(&self) -> Vec<String> {
         self.jit_issued
@@ -461,7 +458,14 @@ impl World {
             .collect()
     }
 
-    fn new_task(&mut self, node: &str, kind: &str, vmid: u32, exitstatus: &str, effect: Effect) -> Upid {
+    fn new_task(
+        &mut self,
+        node: &str,
+        kind: &str,
+        vmid: u32,
+        exitstatus: &str,
+        effect: Effect,
+    ) -> Upid {
         self.next_pid += 1;
         let raw = format!(
             "UPID:{node}:{:08X}:{:08X}:{:08X}:{kind}:{vmid}:root@pam:",
@@ -486,7 +490,13 @@ impl World {
         upid
     }
 
-    fn vm_on(&self, method: &'static str, endpoint: &'static str, node: &NodeName, vmid: VmId) -> Result<&FakeVm, proxmox_api::Error> {
+    fn vm_on(
+        &self,
+        method: &'static str,
+        endpoint: &'static str,
+        node: &NodeName,
+        vmid: VmId,
+    ) -> Result<&FakeVm, proxmox_api::Error> {
         match self.vms.get(&vmid.get()) {
             Some(vm) if vm.node == node.as_str() => Ok(vm),
             _ => Err(missing_config(method, endpoint, node.as_str(), vmid.get())),
@@ -587,7 +597,11 @@ fn cluster_entry(vmid: u32, vm: &FakeVm) -> ClusterVm {
         vmid: VmId(vmid),
         node: NodeName::new(vm.node.clone()).unwrap_or_else(|e| panic!("{e}")),
         name: vm.name.clone().filter(|_| vm.name_listed),
-        status: Some(vm.listed_status.clone().unwrap_or_else(|| vm.status.clone())),
+        status: Some(
+            vm.listed_status
+                .clone()
+                .unwrap_or_else(|| vm.status.clone()),
+        ),
         template: vm.template,
         tags: Tags::from_tags(vm.tags.iter().map(String::as_str)).unwrap_or_default(),
         lock: vm.lock.clone(),
@@ -698,7 +712,12 @@ impl ProxmoxApi for Fake {
     }
 
     async fn vm_config(&self, node: &NodeName, vmid: VmId) -> Result<VmConfig, proxmox_api::Error> {
-        let w = self.log(Api::Pve, "vm_config", Some(vmid.get()), format!("node={node} vmid={vmid}"));
+        let w = self.log(
+            Api::Pve,
+            "vm_config",
+            Some(vmid.get()),
+            format!("node={node} vmid={vmid}"),
+        );
         let vm = w.vm_on("GET", EP_CONFIG, node, vmid)?;
         Ok(VmConfig {
             name: vm.name.clone(),
@@ -789,10 +808,22 @@ impl ProxmoxApi for Fake {
                 ));
             }
             let status = format!("unable to create VM {newid}: config file already exists");
-            return Ok(w.new_task(node.as_str(), "qmclone", template.get(), &status, Effect::None));
+            return Ok(w.new_task(
+                node.as_str(),
+                "qmclone",
+                template.get(),
+                &status,
+                Effect::None,
+            ));
         }
         if let Some(status) = w.faults.clone_task_failures.pop_front() {
-            return Ok(w.new_task(node.as_str(), "qmclone", template.get(), &status, Effect::None));
+            return Ok(w.new_task(
+                node.as_str(),
+                "qmclone",
+                template.get(),
+                &status,
+                Effect::None,
+            ));
         }
         let agent = w.faults.agent_after_pings;
         w.vms.insert(
@@ -807,24 +838,50 @@ impl ProxmoxApi for Fake {
                 ..FakeVm::new(node.as_str(), None)
             },
         );
-        Ok(w.new_task(node.as_str(), "qmclone", template.get(), "OK", Effect::CloneDone(newid)))
+        Ok(w.new_task(
+            node.as_str(),
+            "qmclone",
+            template.get(),
+            "OK",
+            Effect::CloneDone(newid),
+        ))
     }
 
     async fn start(&self, node: &NodeName, vmid: VmId) -> Result<Upid, proxmox_api::Error> {
-        let mut w = self.log(Api::Pve, "start", Some(vmid.get()), format!("node={node} vmid={vmid}"));
+        let mut w = self.log(
+            Api::Pve,
+            "start",
+            Some(vmid.get()),
+            format!("node={node} vmid={vmid}"),
+        );
         let ep = "/nodes/{node}/qemu/{vmid}/status/start";
         if let Some(e) = w.faults.start_errors.pop_front() {
             return Err(e);
         }
         let vm = w.vm_on("POST", ep, node, vmid)?.clone();
         if let Some(lock) = &vm.lock {
-            return Err(api_error("POST", ep, 500, format!("VM {vmid} is locked ({lock})")));
+            return Err(api_error(
+                "POST",
+                ep,
+                500,
+                format!("VM {vmid} is locked ({lock})"),
+            ));
         }
         if vm.template {
-            return Err(api_error("POST", ep, 500, "you can't start a vm if it's a template"));
+            return Err(api_error(
+                "POST",
+                ep,
+                500,
+                "you can't start a vm if it's a template",
+            ));
         }
         if vm.status == "running" {
-            return Err(api_error("POST", ep, 500, format!("VM {vmid} already running")));
+            return Err(api_error(
+                "POST",
+                ep,
+                500,
+                format!("VM {vmid} already running"),
+            ));
         }
         let snippet = vm.cicustom.as_deref().and_then(|c| w.snippet_content(c));
         w.starts.push(StartRecord {
@@ -835,17 +892,34 @@ impl ProxmoxApi for Fake {
         if let Some(status) = w.faults.start_task_failures.pop_front() {
             return Ok(w.new_task(node.as_str(), "qmstart", vmid.get(), &status, Effect::None));
         }
-        Ok(w.new_task(node.as_str(), "qmstart", vmid.get(), "OK", Effect::Started(vmid.get())))
+        Ok(w.new_task(
+            node.as_str(),
+            "qmstart",
+            vmid.get(),
+            "OK",
+            Effect::Started(vmid.get()),
+        ))
     }
 
     async fn stop(&self, node: &NodeName, vmid: VmId) -> Result<Upid, proxmox_api::Error> {
-        let mut w = self.log(Api::Pve, "stop", Some(vmid.get()), format!("node={node} vmid={vmid}"));
+        let mut w = self.log(
+            Api::Pve,
+            "stop",
+            Some(vmid.get()),
+            format!("node={node} vmid={vmid}"),
+        );
         let ep = "/nodes/{node}/qemu/{vmid}/status/stop";
         let vm = w.vm_on("POST", ep, node, vmid)?.clone();
         if vm.status != "running" {
             return Err(api_error("POST", ep, 500, format!("VM {vmid} not running")));
         }
-        Ok(w.new_task(node.as_str(), "qmstop", vmid.get(), "OK", Effect::Stopped(vmid.get())))
+        Ok(w.new_task(
+            node.as_str(),
+            "qmstop",
+            vmid.get(),
+            "OK",
+            Effect::Stopped(vmid.get()),
+        ))
     }
 
     async fn shutdown(
@@ -865,12 +939,28 @@ impl ProxmoxApi for Fake {
         if vm.status != "running" {
             return Err(api_error("POST", ep, 500, format!("VM {vmid} not running")));
         }
-        Ok(w.new_task(node.as_str(), "qmshutdown", vmid.get(), "OK", Effect::Stopped(vmid.get())))
+        Ok(w.new_task(
+            node.as_str(),
+            "qmshutdown",
+            vmid.get(),
+            "OK",
+            Effect::Stopped(vmid.get()),
+        ))
     }
 
     async fn vm_status(&self, node: &NodeName, vmid: VmId) -> Result<VmStatus, proxmox_api::Error> {
-        let w = self.log(Api::Pve, "vm_status", Some(vmid.get()), format!("node={node} vmid={vmid}"));
-        let vm = w.vm_on("GET", "/nodes/{node}/qemu/{vmid}/status/current", node, vmid)?;
+        let w = self.log(
+            Api::Pve,
+            "vm_status",
+            Some(vmid.get()),
+            format!("node={node} vmid={vmid}"),
+        );
+        let vm = w.vm_on(
+            "GET",
+            "/nodes/{node}/qemu/{vmid}/status/current",
+            node,
+            vmid,
+        )?;
         Ok(VmStatus {
             status: vm.status.clone(),
             qmpstatus: Some(vm.status.clone()),
@@ -900,7 +990,12 @@ impl ProxmoxApi for Fake {
         );
         let vm = w.vm_on("DELETE", EP_VM, node, vmid)?.clone();
         if let Some(lock) = &vm.lock {
-            return Err(api_error("DELETE", EP_VM, 500, format!("VM {vmid} is locked ({lock})")));
+            return Err(api_error(
+                "DELETE",
+                EP_VM,
+                500,
+                format!("VM {vmid} is locked ({lock})"),
+            ));
         }
         if vm.status == "running" {
             return Err(api_error(
@@ -910,15 +1005,32 @@ impl ProxmoxApi for Fake {
                 format!("VM {vmid} is running - destroy failed"),
             ));
         }
-        w.deletes.push((vmid.get(), purge, destroy_unreferenced_disks));
-        Ok(w.new_task(node.as_str(), "qmdestroy", vmid.get(), "OK", Effect::Deleted(vmid.get())))
+        w.deletes
+            .push((vmid.get(), purge, destroy_unreferenced_disks));
+        Ok(w.new_task(
+            node.as_str(),
+            "qmdestroy",
+            vmid.get(),
+            "OK",
+            Effect::Deleted(vmid.get()),
+        ))
     }
 
     async fn task_status(&self, upid: &Upid) -> Result<TaskStatus, proxmox_api::Error> {
-        let mut w = self.log(Api::Pve, "task_status", upid.id().parse().ok(), format!("upid={upid}"));
+        let mut w = self.log(
+            Api::Pve,
+            "task_status",
+            upid.id().parse().ok(),
+            format!("upid={upid}"),
+        );
         let ep = "/nodes/{node}/tasks/{upid}/status";
         let Some(task) = w.tasks.get_mut(upid.as_str()) else {
-            return Err(api_error("GET", ep, 500, format!("unable to parse worker upid '{upid}'")));
+            return Err(api_error(
+                "GET",
+                ep,
+                500,
+                format!("unable to parse worker upid '{upid}'"),
+            ));
         };
         if task.node != upid.node().as_str() {
             return Err(api_error("GET", ep, 500, "task not found on this node"));
@@ -949,7 +1061,12 @@ impl ProxmoxApi for Fake {
     }
 
     async fn agent_ping(&self, node: &NodeName, vmid: VmId) -> Result<(), proxmox_api::Error> {
-        let mut w = self.log(Api::Pve, "agent_ping", Some(vmid.get()), format!("node={node} vmid={vmid}"));
+        let mut w = self.log(
+            Api::Pve,
+            "agent_ping",
+            Some(vmid.get()),
+            format!("node={node} vmid={vmid}"),
+        );
         let ep = "/nodes/{node}/qemu/{vmid}/agent/ping";
         w.vm_on("POST", ep, node, vmid)?;
         let vm = w
@@ -957,7 +1074,12 @@ impl ProxmoxApi for Fake {
             .get_mut(&vmid.get())
             .unwrap_or_else(|| panic!("checked above"));
         if vm.status != "running" {
-            return Err(api_error("POST", ep, 500, format!("VM {vmid} is not running")));
+            return Err(api_error(
+                "POST",
+                ep,
+                500,
+                format!("VM {vmid} is not running"),
+            ));
         }
         vm.pings += 1;
         if vm.agent_after_pings.is_some_and(|n| vm.pings >= n) {
@@ -966,7 +1088,12 @@ impl ProxmoxApi for Fake {
         if vm.agent_up {
             Ok(())
         } else {
-            Err(api_error("POST", ep, 500, "QEMU guest agent is not running"))
+            Err(api_error(
+                "POST",
+                ep,
+                500,
+                "QEMU guest agent is not running",
+            ))
         }
     }
 
@@ -993,7 +1120,12 @@ impl ProxmoxApi for Fake {
             .get_mut(&vmid.get())
             .unwrap_or_else(|| panic!("checked above"));
         if !vm.agent_up {
-            return Err(api_error("POST", ep, 500, "QEMU guest agent is not running"));
+            return Err(api_error(
+                "POST",
+                ep,
+                500,
+                "QEMU guest agent is not running",
+            ));
         }
         vm.files
             .insert(path.to_owned(), content.expose_secret().to_owned());
@@ -1013,7 +1145,10 @@ impl ProxmoxApi for Fake {
         })
     }
 
-    async fn permissions<'a>(&self, path: Option<&'a str>) -> Result<Permissions, proxmox_api::Error> {
+    async fn permissions<'a>(
+        &self,
+        path: Option<&'a str>,
+    ) -> Result<Permissions, proxmox_api::Error> {
         let _w = self.log(Api::Pve, "permissions", None, format!("path={path:?}"));
         Ok(Permissions::default())
     }
@@ -1034,7 +1169,12 @@ impl GitHubRunners for Fake {
     }
 
     async fn job_in(&self, repository: &str, id: u64) -> github_runners::Result<Job> {
-        let _w = self.log(Api::Gh, "job_in", None, format!("repo={repository} id={id}"));
+        let _w = self.log(
+            Api::Gh,
+            "job_in",
+            None,
+            format!("repo={repository} id={id}"),
+        );
         Err(github_runners::Error::NotFound {
             endpoint: "/repos/{owner}/{repo}/actions/jobs/{job_id}",
         })
@@ -1178,7 +1318,10 @@ mod self_tests {
             .clone_vm(&pve1, VmId(9000), &CloneRequest::new(VmId(201)))
             .await
             .unwrap();
-        let err = fake.wait_task(&upid, Duration::from_secs(1)).await.unwrap_err();
+        let err = fake
+            .wait_task(&upid, Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(err.is_vmid_taken(), "{err}");
         assert!(!fake.world().vms.contains_key(&201));
     }

@@ -191,10 +191,6 @@ impl Harness {
     pub fn runner_name(&self, vmid: u32) -> String {
         pool_scheduler::marks::runner_name("gh-runner-", vmid, self.clock.now_unix())
     }
-
-    pub fn pool_tag(&self) -> String {
-        pool_scheduler::marks::pool_tag("default")
-    }
 }
 
 /// A VM of the `default` pool with all marks, as the dispatcher leaves it once ready.

@@ -16,7 +16,8 @@ fn crowded_cluster() -> Fake {
     let fake = Fake::new();
     {
         let mut w = fake.world();
-        w.vms.insert(200, FakeVm::new("pve1", Some("build-cache")).running());
+        w.vms
+            .insert(200, FakeVm::new("pve1", Some("build-cache")).running());
         w.containers.insert(201, ("pve2".to_owned(), false));
     }
     fake
@@ -34,69 +35,73 @@ async fn queued_job_snippet_mode_makes_one_vm_with_every_mark() {
     assert_eq!(h.rec.failed_tasks(), 0);
 
     let name = h.runner_name(202);
-    let w = h.fake.world();
-    assert_eq!(w.count("clone_vm"), 1);
-    assert_eq!(w.count("start"), 1);
-    let clone = w
-        .calls
-        .iter()
-        .find(|c| c.method == "clone_vm")
-        .unwrap_or_else(|| panic!("no clone"));
-    assert_eq!(
-        clone.args,
-        format!(
-            "node=pve1 template=9000 newid=202 name=Some({name:?}) full=None target=None storage=None"
-        ),
-        "template on the pool's node, lowest free VMID (200 foreign VM, 201 container elsewhere), linked clone"
-    );
+    {
+        let w = h.fake.world();
+        assert_eq!(w.count("clone_vm"), 1);
+        assert_eq!(w.count("start"), 1);
+        let clone = w
+            .calls
+            .iter()
+            .find(|c| c.method == "clone_vm")
+            .unwrap_or_else(|| panic!("no clone"));
+        assert_eq!(
+            clone.args,
+            format!(
+                "node=pve1 template=9000 newid=202 name=Some({name:?}) full=None target=None storage=None"
+            ),
+            "template on the pool's node, lowest free VMID (200 foreign VM, 201 container elsewhere), linked clone"
+        );
 
-    let vm = w.vms.get(&202).unwrap_or_else(|| panic!("VM 202 missing"));
-    assert_eq!(vm.node, "pve1");
-    assert_eq!(vm.name.as_deref(), Some(name.as_str()));
-    assert_eq!(vm.status, "running");
-    assert_eq!(vm.lock, None);
-    let description = vm.description.clone().unwrap_or_default();
-    let marker = pool_scheduler::marks::parse_description_marker(&description)
-        .unwrap_or_else(|| panic!("no marker in {description:?}"));
-    assert_eq!(marker.pool, "default");
-    assert_eq!(marker.runner, name);
-    assert_eq!(marker.created, NOW);
-    assert!(description.contains("job=4242"), "{description}");
-    assert!(
-        description.contains("https://github.com/acme/widgets"),
-        "{description}"
-    );
-    let tags: BTreeSet<String> = vm.tags.iter().cloned().collect();
-    assert_eq!(tags, set(&["ghr-managed", "ghr-pool-default", "ghr-ready"]));
-    let cicustom = format!("user=local:snippets/{name}.yaml");
-    assert_eq!(vm.cicustom.as_deref(), Some(cicustom.as_str()));
+        let vm = w.vms.get(&202).unwrap_or_else(|| panic!("VM 202 missing"));
+        assert_eq!(vm.node, "pve1");
+        assert_eq!(vm.name.as_deref(), Some(name.as_str()));
+        assert_eq!(vm.status, "running");
+        assert_eq!(vm.lock, None);
+        let description = vm.description.clone().unwrap_or_default();
+        let marker = pool_scheduler::marks::parse_description_marker(&description)
+            .unwrap_or_else(|| panic!("no marker in {description:?}"));
+        assert_eq!(marker.pool, "default");
+        assert_eq!(marker.runner, name);
+        assert_eq!(marker.created, NOW);
+        assert!(description.contains("job=4242"), "{description}");
+        assert!(
+            description.contains("https://github.com/acme/widgets"),
+            "{description}"
+        );
+        let tags: BTreeSet<String> = vm.tags.iter().cloned().collect();
+        assert_eq!(tags, set(&["ghr-managed", "ghr-pool-default", "ghr-ready"]));
+        let cicustom = format!("user=local:snippets/{name}.yaml");
+        assert_eq!(vm.cicustom.as_deref(), Some(cicustom.as_str()));
 
-    // The JIT registration: one, named like the VM, with the pool's labels (+ self-hosted), group 1.
-    assert_eq!(w.jit_requests.len(), 1);
-    let req = &w.jit_requests[0];
-    assert_eq!(req.name, name);
-    assert_eq!(req.runner_group_id, 1);
-    let labels: BTreeSet<String> = req.labels.iter().map(|l| l.to_lowercase()).collect();
-    assert_eq!(labels, set(&["self-hosted", "linux", "x64"]));
-    assert_eq!(w.runners.len(), 1);
+        // The JIT registration: one, named like the VM, with the pool's labels (+ self-hosted), group 1.
+        assert_eq!(w.jit_requests.len(), 1);
+        let req = &w.jit_requests[0];
+        assert_eq!(req.name, name);
+        assert_eq!(req.runner_group_id, 1);
+        let labels: BTreeSet<String> = req.labels.iter().map(|l| l.to_lowercase()).collect();
+        assert_eq!(labels, set(&["self-hosted", "linux", "x64"]));
+        assert_eq!(w.runners.len(), 1);
 
-    // The snippet existed when the VM started, held the JIT config, and is gone now.
-    assert_eq!(w.starts.len(), 1);
-    let started = &w.starts[0];
-    assert_eq!(started.vmid, 202);
-    assert_eq!(started.cicustom.as_deref(), Some(cicustom.as_str()));
-    let snippet = started
-        .snippet
-        .clone()
-        .unwrap_or_else(|| panic!("snippet file missing at start"));
-    let jit = &w.jit_issued[0].1;
-    assert!(snippet.starts_with("#cloud-config"), "{snippet}");
-    assert!(snippet.contains(jit.as_str()), "JIT config not in the user-data");
-    assert_eq!(w.count("agent_ping") + w.count("agent_file_write"), 0);
-    // Nothing else was touched.
-    assert!(w.mutations_of(200).is_empty());
-    assert!(w.vms[&200].status == "running" && w.vms.contains_key(&9000));
-    drop(w);
+        // The snippet existed when the VM started, held the JIT config, and is gone now.
+        assert_eq!(w.starts.len(), 1);
+        let started = &w.starts[0];
+        assert_eq!(started.vmid, 202);
+        assert_eq!(started.cicustom.as_deref(), Some(cicustom.as_str()));
+        let snippet = started
+            .snippet
+            .clone()
+            .unwrap_or_else(|| panic!("snippet file missing at start"));
+        let jit = &w.jit_issued[0].1;
+        assert!(snippet.starts_with("#cloud-config"), "{snippet}");
+        assert!(
+            snippet.contains(jit.as_str()),
+            "JIT config not in the user-data"
+        );
+        assert_eq!(w.count("agent_ping") + w.count("agent_file_write"), 0);
+        // Nothing else was touched.
+        assert!(w.mutations_of(200).is_empty());
+        assert!(w.vms[&200].status == "running" && w.vms.contains_key(&9000));
+    }
     assert!(
         h.snippet_files().is_empty(),
         "snippet left: {:?}",

@@ -31,10 +31,7 @@ async fn fresh_reconciler_over_creating_and_booting_vms_starts_no_duplicates() {
     }
     let h = Setup::new().build(fake);
     h.fake.add_runner(&creating_name, false, false);
-    let booting_name = h.fake.world().vms[&201]
-        .name
-        .clone()
-        .unwrap_or_default();
+    let booting_name = h.fake.world().vms[&201].name.clone().unwrap_or_default();
     h.fake.add_runner(&booting_name, false, false);
 
     let report = h.pass().await;
@@ -65,7 +62,11 @@ async fn fresh_reconciler_over_creating_and_booting_vms_starts_no_duplicates() {
             w.mutations_of(vmid)
         );
     }
-    assert_eq!(w.count("delete_runner"), 0, "registrations of VMs being made are kept");
+    assert_eq!(
+        w.count("delete_runner"),
+        0,
+        "registrations of VMs being made are kept"
+    );
     assert_eq!(
         w.count_for("vm_config", 200),
         1,

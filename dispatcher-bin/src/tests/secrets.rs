@@ -134,7 +134,9 @@ async fn no_secret_reaches_the_logs_debug_output_or_error_messages() {
         .world()
         .faults
         .list_runners_errors
-        .push_back(github_runners::Error::Auth("401 Bad credentials".to_owned()));
+        .push_back(github_runners::Error::Auth(
+            "401 Bad credentials".to_owned(),
+        ));
     let pass_error = h
         .rec
         .pass()
