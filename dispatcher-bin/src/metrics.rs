@@ -158,6 +158,7 @@ struct VmTrack {
     online_seen: bool,
     busy_since: Option<Instant>,
     done: bool,
+    listed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -628,7 +629,9 @@ impl Metrics {
                 online_seen: false,
                 busy_since: None,
                 done: false,
+                listed: false,
             });
+            track.listed = true;
             let label = PoolLabel {
                 pool: track.pool.clone(),
             };
@@ -675,8 +678,11 @@ impl Metrics {
                     .observe(now.duration_since(busy).as_secs_f64());
                 return false;
             }
-            // A provision whose clone is not listed yet stays tracked for a while.
-            in_flight.contains(name.as_str()) || now.duration_since(t.since) < TRACK_UNLISTED
+            // A provision whose clone is not listed yet stays tracked for a while; a VM that was listed
+            // and is gone is forgotten.
+            !t.listed
+                && (in_flight.contains(name.as_str())
+                    || now.duration_since(t.since) < TRACK_UNLISTED)
         });
     }
 
@@ -702,6 +708,7 @@ impl Metrics {
                 online_seen: false,
                 busy_since: None,
                 done: false,
+                listed: false,
             },
         );
     }
@@ -1026,6 +1033,109 @@ mod tests {
         lock(&m.health).last_success = Instant::now().checked_sub(Duration::from_secs(16));
         let why = m.readiness(poll).err().unwrap_or_default();
         assert!(why.contains("more than 3 poll intervals"), "{why}");
+    }
+
+    fn sim_config() -> RuntimeConfig {
+        let vars: std::collections::HashMap<&str, &str> = std::collections::HashMap::from([
+            ("PROXMOX_URL", "https://pve.example:8006/api2/json"),
+            ("PROXMOX_NODE", "pve1"),
+            ("PROXMOX_TOKEN_ID", "ghr@pve!dispatcher"),
+            ("PROXMOX_TOKEN_SECRET", "pve-secret-value-123"),
+            ("GITHUB_TOKEN", "ghp_secretsecretsecret"),
+        ]);
+        let lookup = |k: &str| vars.get(k).map(|v| (*v).to_owned());
+        RuntimeConfig::load(&lookup, &|_| false).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn count(text: &str, series: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn boot_to_online_and_job_duration_follow_what_passes_see() {
+        use pool_scheduler::{ObservedVm, Power, RunnerReg, marks};
+        let cfg = sim_config();
+        let pool = cfg.pools.pools()[0].clone();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let name = marks::runner_name(&pool.runner_name_prefix, pool.vmid_start, now);
+        let start = Start {
+            pool: pool.name.clone(),
+            node: "pve1".into(),
+            vmid: pool.vmid_start,
+            runner_name: name.clone(),
+            created_unix: now,
+            for_job: None,
+        };
+        let m = Metrics::new();
+        m.provision_started(&start, &[]);
+        m.vm_started(&pool.name, &name, 800, 200);
+        let mut tags = marks::managed_tags(&pool.name);
+        tags.push(marks::READY_TAG.to_owned());
+        let vm = ObservedVm {
+            vmid: pool.vmid_start,
+            node: "pve1".into(),
+            name: Some(name.clone()),
+            tags,
+            marker: None,
+            template: false,
+            lock: None,
+            power: Power::Running,
+            power_confirmed: true,
+            uptime_secs: Some(5),
+        };
+        let pass = |vms: Vec<ObservedVm>, runner: Option<(bool, bool)>| {
+            let mut observation = Observation::default();
+            observation.observed.vms = vms;
+            if let Some((online, busy)) = runner {
+                observation.observed.runners = vec![RunnerReg {
+                    id: 1,
+                    name: name.clone(),
+                    online,
+                    busy,
+                }];
+            }
+            m.pass_observed(&cfg, &observation, &Plan::default(), now);
+            m.encode()
+        };
+        let label = format!("{{pool=\"{}\"}}", pool.name);
+        let boot = format!("gha_boot_to_runner_online_seconds_count{label}");
+        let job = format!("gha_job_duration_seconds_count{label}");
+        // Booting (registration offline): nothing yet.
+        let text = pass(vec![vm.clone()], Some((false, false)));
+        assert_eq!((count(&text, &boot), count(&text, &job)), (0, 0), "{text}");
+        // Online and idle: boot → online observed once.
+        let text = pass(vec![vm.clone()], Some((true, false)));
+        assert_eq!(count(&text, &boot), 1, "{text}");
+        // Busy, twice: still one boot observation, no job duration yet.
+        pass(vec![vm.clone()], Some((true, true)));
+        let text = pass(vec![vm.clone()], Some((true, true)));
+        assert_eq!((count(&text, &boot), count(&text, &job)), (1, 0), "{text}");
+        // Powered off after the job: one job duration.
+        let stopped = ObservedVm {
+            power: Power::Stopped,
+            ..vm.clone()
+        };
+        let text = pass(vec![stopped.clone()], None);
+        assert_eq!(count(&text, &job), 1, "{text}");
+        let text = pass(vec![stopped], None);
+        assert_eq!(count(&text, &job), 1, "counted once: {text}");
+        // A VM seen busy that disappears from the listing: its job ended too.
+        let text = pass(vec![vm.clone()], Some((true, true)));
+        assert_eq!(count(&text, &job), 1, "{text}");
+        let text = pass(Vec::new(), None);
+        assert_eq!(
+            count(&text, &job),
+            1,
+            "a finished VM does not count again: {text}"
+        );
+        assert!(lock(&m.tracks).is_empty(), "tracks of gone VMs are dropped");
+        let text = m.encode();
+        parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
 
     #[test]
