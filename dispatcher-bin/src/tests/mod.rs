@@ -5,6 +5,7 @@ mod cleanup;
 mod failures;
 mod fake;
 mod harness;
+mod lifecycle;
 mod provision;
 mod restart;
 mod secrets;

@@ -102,3 +102,55 @@ async fn restart_after_provisioning_sees_its_own_vms_as_supply() {
     assert_eq!(w.count("clone_vm"), 2);
     assert_eq!(w.count("delete_vm") + w.count("stop"), 0);
 }
+
+#[tokio::test]
+async fn vm_left_half_made_by_a_crash_counts_as_supply_then_is_replaced() {
+    // The dispatcher died while waiting for the agent: tags set, no ready mark, running, unlocked, its JIT
+    // registration offline. Nobody will ever hand it a credential.
+    let fake = Fake::new();
+    let name = pool_scheduler::marks::runner_name("gh-runner-", 200, NOW - 10);
+    fake.world().vms.insert(
+        200,
+        FakeVm::new("pve1", Some(&name))
+            .with_tags(&["ghr-managed", "ghr-pool-default"])
+            .with_description(&pool_scheduler::marks::description_marker(
+                "default",
+                &name,
+                NOW - 10,
+                "job=1",
+            ))
+            .running(),
+    );
+    fake.queue_job(1, JOB_LABELS);
+    let h = Setup::new().var("RUNNER_INJECTION", "agent").build(fake);
+    let reg = h.fake.add_runner(&name, false, false);
+
+    // Within the grace: still "creating", no duplicate.
+    let report = h.pass().await;
+    assert_eq!((report.started, report.deleting), (0, 0));
+    assert!(h.fake.world().mutations_of(200).is_empty());
+
+    // Past the grace: deleted (stopped first), its registration removed, the job served anew.
+    h.clock
+        .advance(pool_scheduler::classify::HALF_MADE_GRACE_SECS + 1);
+    let report = h.pass().await;
+    assert_eq!(report.deleting, 1, "{report:?}");
+    {
+        let w = h.fake.world();
+        assert_eq!(w.deletes, vec![(200, true, true)]);
+        assert_eq!(w.count_for("stop", 200), 1);
+        assert!(!w.runners.contains_key(&reg));
+    }
+    if report.started == 0 {
+        h.pass().await;
+    }
+    let w = h.fake.world();
+    assert_eq!(w.count("clone_vm"), 1, "exactly one replacement");
+    let vm = w
+        .vms
+        .values()
+        .find(|v| !v.template)
+        .unwrap_or_else(|| panic!("no replacement VM"));
+    assert_eq!(vm.status, "running");
+    assert_eq!(vm.files.len(), 1);
+}
