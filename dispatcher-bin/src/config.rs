@@ -170,7 +170,7 @@ impl RuntimeConfig {
             .ok();
 
         let flag = |name: &str, errors: &mut Vec<String>| -> bool {
-            get(name).map_or(false, |v| {
+            get(name).is_some_and(|v| {
                 parse_bool(name, &v).unwrap_or_else(|e| {
                     errors.push(e);
                     false

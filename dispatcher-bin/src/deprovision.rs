@@ -50,13 +50,13 @@ async fn try_delete(
             why: "it is a template".into(),
         });
     }
-    if let Some(name) = status.name.as_deref() {
-        if !name.starts_with(&pool.runner_name_prefix) || name != del.name {
-            return Err(Error::NotOwned {
-                vmid: del.vmid,
-                why: format!("its name is {name:?}"),
-            });
-        }
+    if let Some(name) = status.name.as_deref()
+        && (!name.starts_with(&pool.runner_name_prefix) || name != del.name)
+    {
+        return Err(Error::NotOwned {
+            vmid: del.vmid,
+            why: format!("its name is {name:?}"),
+        });
     }
     if let Some(lock) = status.lock.as_deref().filter(|l| !l.is_empty()) {
         return Err(Error::NotOwned {

@@ -44,10 +44,13 @@ impl Observation {
     }
 }
 
+/// The description marker read for a VMID, with the VM name it was read under (a renamed VM is re-read).
+type MarkerCache = HashMap<u32, (Option<String>, Option<Marker>)>;
+
 /// Caches across passes: description markers (by VMID and name) and when a ready VM lost its runner.
 #[derive(Debug, Default)]
 pub struct Observer {
-    markers: Mutex<HashMap<u32, (Option<String>, Option<Marker>)>>,
+    markers: Mutex<MarkerCache>,
     vanished_since: Mutex<BTreeMap<u32, u64>>,
 }
 

@@ -330,35 +330,35 @@ async fn wait_for_agent(
 
 async fn rollback(rec: &Reconciler, pool: &Pool, start: &Start, made: &Made) {
     let name = start.runner_name.as_str();
-    if made.vm {
-        if let Ok((node, vmid)) = ids(&start.node, start.vmid) {
-            if made.started {
-                match rec.pve.stop(&node, vmid).await {
-                    Ok(upid) => {
-                        let _ = rec.pve.wait_task(&upid, rec.tuning.task_deadline).await;
-                    }
-                    Err(e) => {
-                        tracing::debug!(vmid = start.vmid, error = %e, "rollback: stop failed")
-                    }
+    if made.vm
+        && let Ok((node, vmid)) = ids(&start.node, start.vmid)
+    {
+        if made.started {
+            match rec.pve.stop(&node, vmid).await {
+                Ok(upid) => {
+                    let _ = rec.pve.wait_task(&upid, rec.tuning.task_deadline).await;
+                }
+                Err(e) => {
+                    tracing::debug!(vmid = start.vmid, error = %e, "rollback: stop failed")
                 }
             }
-            let deleted = match retry(rec, || rec.pve.delete_vm(&node, vmid, true, true)).await {
-                Ok(upid) => rec
-                    .pve
-                    .wait_task(&upid, rec.tuning.task_deadline)
-                    .await
-                    .map_err(Error::from),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = deleted {
-                tracing::error!(pool = %pool.name, vmid = start.vmid, error = %e, "rollback: could not delete the half-made VM; cleanup will retry");
-            }
+        }
+        let deleted = match retry(rec, || rec.pve.delete_vm(&node, vmid, true, true)).await {
+            Ok(upid) => rec
+                .pve
+                .wait_task(&upid, rec.tuning.task_deadline)
+                .await
+                .map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = deleted {
+            tracing::error!(pool = %pool.name, vmid = start.vmid, error = %e, "rollback: could not delete the half-made VM; cleanup will retry");
         }
     }
-    if made.snippet {
-        if let Err(e) = rec.cfg.snippets.remove(name).await {
-            tracing::error!(runner = %name, error = %e, "rollback: could not delete the snippet");
-        }
+    if made.snippet
+        && let Err(e) = rec.cfg.snippets.remove(name).await
+    {
+        tracing::error!(runner = %name, error = %e, "rollback: could not delete the snippet");
     }
     if let Some(id) = made.runner_id {
         match rec.gh.delete_runner(id).await {
