@@ -156,6 +156,13 @@ async fn foreign_unmarked_template_and_busy_vms_survive_every_pass() {
         assert_eq!(w.vms.get(&vmid), before.get(&vmid), "VM {vmid} changed");
     }
     assert!(w.runners.contains_key(&busy_a) && w.runners.contains_key(&busy_b));
+    for vmid in [210, 211, 214] {
+        assert_eq!(
+            w.count_for("vm_config", vmid),
+            1,
+            "marker of VM {vmid} read once, then cached"
+        );
+    }
     assert!(
         !w.calls.iter().any(|c| c.method == "delete_runner"
             && (c.args == format!("id={busy_a}") || c.args == format!("id={busy_b}"))),

@@ -288,3 +288,52 @@ async fn lock_timeout_in_the_clone_task_is_retried_in_the_same_provision() {
     assert_eq!(w.vms[&200].status, "running");
     assert_eq!(w.runners.len(), 1);
 }
+
+#[tokio::test]
+async fn refused_configuration_removes_the_clone_the_snippet_and_the_registration() {
+    let fake = Fake::new();
+    fake.queue_job(1, JOB_LABELS);
+    fake.world()
+        .faults
+        .update_config_errors
+        .push_back(api_error(
+            "PUT",
+            "/nodes/{node}/qemu/{vmid}/config",
+            400,
+            "Parameter verification failed.",
+        ));
+    let h = Setup::new().build(fake);
+    h.pass().await;
+    assert_eq!(h.rec.failed_tasks(), 1);
+    {
+        let w = h.fake.world();
+        assert_eq!(w.count("start"), 0);
+        assert_eq!(w.count("stop"), 0, "never started, nothing to stop");
+        assert_eq!(w.deletes, vec![(200, true, true)]);
+    }
+    assert_nothing_left(&h);
+    retry_succeeds(&h).await;
+}
+
+#[tokio::test]
+async fn refused_agent_file_write_rolls_back_the_running_vm() {
+    let fake = Fake::new();
+    fake.queue_job(1, JOB_LABELS);
+    fake.world().faults.agent_write_errors.push_back(api_error(
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/agent/file-write",
+        403,
+        "Permission check failed (/vms/200, VM.GuestAgent.FileWrite)",
+    ));
+    let h = Setup::new().var("RUNNER_INJECTION", "agent").build(fake);
+    h.pass().await;
+    assert_eq!(h.rec.failed_tasks(), 1);
+    {
+        let w = h.fake.world();
+        assert_eq!(w.count("agent_file_write"), 1, "a 403 is not retried");
+        assert_eq!(w.count_for("stop", 200), 1);
+        assert_eq!(w.deletes, vec![(200, true, true)]);
+    }
+    assert_nothing_left(&h);
+    retry_succeeds(&h).await;
+}

@@ -162,6 +162,10 @@ pub struct Faults {
     pub start_errors: VecDeque<proxmox_api::Error>,
     /// The next start tasks end with these exit statuses (the VM stays stopped).
     pub start_task_failures: VecDeque<String>,
+    /// The next `update_config` calls fail with these errors.
+    pub update_config_errors: VecDeque<proxmox_api::Error>,
+    /// The next `agent_file_write` calls fail with these errors.
+    pub agent_write_errors: VecDeque<proxmox_api::Error>,
     /// Polls before any new task stops.
     pub task_polls: u32,
     /// Agent behaviour of VMs cloned from now on (`None` = the agent never answers).
@@ -748,6 +752,9 @@ impl ProxmoxApi for Fake {
                 update.description.is_some()
             ),
         );
+        if let Some(e) = w.faults.update_config_errors.pop_front() {
+            return Err(e);
+        }
         w.apply_update("PUT", node, vmid, update)
     }
 
@@ -1114,6 +1121,9 @@ impl ProxmoxApi for Fake {
             ),
         );
         let ep = "/nodes/{node}/qemu/{vmid}/agent/file-write";
+        if let Some(e) = w.faults.agent_write_errors.pop_front() {
+            return Err(e);
+        }
         w.vm_on("POST", ep, node, vmid)?;
         let vm = w
             .vms

@@ -17,24 +17,25 @@ async fn several_jobs_get_distinct_vmids_and_names_within_the_total_cap() {
     let report = h.pass().await;
     assert_eq!(report.started, 3, "{report:?}");
     assert_eq!(h.rec.failed_tasks(), 0);
-    let w = h.fake.world();
-    let vms: Vec<u32> = w
-        .vms
-        .iter()
-        .filter(|(_, v)| !v.template)
-        .map(|(id, _)| *id)
-        .collect();
-    assert_eq!(vms, [200, 201, 202]);
-    let names: BTreeSet<&str> = w
-        .vms
-        .values()
-        .filter(|v| !v.template)
-        .filter_map(|v| v.name.as_deref())
-        .collect();
-    assert_eq!(names.len(), 3);
-    let registered: BTreeSet<&str> = w.runners.values().map(|r| r.name.as_str()).collect();
-    assert_eq!(registered, names, "one registration per VM, same names");
-    drop(w);
+    {
+        let w = h.fake.world();
+        let vms: Vec<u32> = w
+            .vms
+            .iter()
+            .filter(|(_, v)| !v.template)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(vms, [200, 201, 202]);
+        let names: BTreeSet<&str> = w
+            .vms
+            .values()
+            .filter(|v| !v.template)
+            .filter_map(|v| v.name.as_deref())
+            .collect();
+        assert_eq!(names.len(), 3);
+        let registered: BTreeSet<&str> = w.runners.values().map(|r| r.name.as_str()).collect();
+        assert_eq!(registered, names, "one registration per VM, same names");
+    }
 
     // The cap holds on later passes while the three boot.
     h.clock.advance(15);
