@@ -293,7 +293,10 @@ async fn one_job_snippet_mode() {
         .github()
         .queue_run(REPO, linux(1, &["self-hosted", "linux"]));
     let out = sc.finish(&[], &[(PREFIX, 1)], &[]).await;
-    assert!(out.contains("VM cloned") && out.contains("runner VM ready"), "{out}");
+    assert!(
+        out.contains("VM cloned") && out.contains("runner VM ready"),
+        "{out}"
+    );
 }
 
 fn u24_u22_config() -> SimConfig {
