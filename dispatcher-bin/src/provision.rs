@@ -268,6 +268,12 @@ async fn clone_and_wait(
         attempt += 1;
         let upid = match retry(rec, || rec.pve.clone_vm(node, template, req)).await {
             Ok(upid) => upid,
+            // On a retry, "already exists" may be our own clone whose first answer was lost.
+            Err(Error::Proxmox(e))
+                if e.is_vmid_taken() && attempt_was_ours(rec, node, req).await =>
+            {
+                return wait_unlocked(rec, node, req).await;
+            }
             Err(Error::Proxmox(e)) if e.is_vmid_taken() => return Err(taken(&e)),
             Err(e) => return Err(e),
         };
@@ -285,6 +291,47 @@ async fn clone_and_wait(
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Whether the VM holding the clone's id is the one this clone request creates: it carries our marker
+/// naming this very runner (a retried clone whose first answer was lost).
+async fn attempt_was_ours(rec: &Reconciler, node: &NodeName, req: &CloneRequest) -> bool {
+    let on = req.target.as_ref().unwrap_or(node);
+    match rec.pve.vm_config(on, req.newid).await {
+        Ok(cfg) => {
+            let marker = cfg
+                .description
+                .as_deref()
+                .and_then(marks::parse_description_marker);
+            marker.is_some_and(|m| Some(m.runner.as_str()) == req.name.as_deref())
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits (polling `status/current`) until our clone's lock is released, within the clone deadline.
+async fn wait_unlocked(rec: &Reconciler, node: &NodeName, req: &CloneRequest) -> Result<(), Error> {
+    let on = req.target.as_ref().unwrap_or(node);
+    let deadline = Instant::now() + rec.tuning.clone_deadline;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let status = rec.pve.vm_status(on, req.newid).await?;
+        if status.lock.as_deref().is_none_or(str::is_empty) {
+            tracing::info!(
+                vmid = req.newid.get(),
+                "clone answer was lost but the clone is ours and finished"
+            );
+            return Ok(());
+        }
+        if Instant::now() + pause > deadline {
+            return Err(Error::VmidTaken {
+                vmid: req.newid.get(),
+                message: "our own clone is still locked past the deadline".to_owned(),
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 

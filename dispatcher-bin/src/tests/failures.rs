@@ -337,3 +337,26 @@ async fn refused_agent_file_write_rolls_back_the_running_vm() {
     assert_nothing_left(&h);
     retry_succeeds(&h).await;
 }
+
+#[tokio::test]
+async fn lost_clone_answer_is_recognised_as_our_own_clone() {
+    let fake = Fake::new();
+    fake.queue_job(1, JOB_LABELS);
+    fake.world().faults.clone_lost_answers = 1;
+    let h = Setup::new().build(fake);
+    let report = h.pass().await;
+    assert_eq!(report.started, 1);
+    assert_eq!(h.rec.failed_tasks(), 0, "the clone happened: no rollback");
+    let w = h.fake.world();
+    // First call performed but answered 596, its retry "already exists" on our own marker.
+    assert_eq!(w.count("clone_vm"), 2);
+    assert_eq!(
+        w.count("vm_config"),
+        1,
+        "the marker was read to recognise the clone"
+    );
+    assert_eq!(w.count("generate_jit_config"), 1);
+    assert_eq!(w.count("delete_vm"), 0);
+    assert_eq!(w.vms[&200].status, "running");
+    assert_eq!(w.runners.len(), 1);
+}

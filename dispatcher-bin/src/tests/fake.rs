@@ -172,6 +172,9 @@ pub struct Faults {
     pub agent_after_pings: Option<u32>,
     /// The next `list_runners` calls fail with these errors.
     pub list_runners_errors: VecDeque<github_runners::Error>,
+    /// The next clone calls are performed (the clone finishes at once) but answered 596, as when a
+    /// proxied request's answer is lost.
+    pub clone_lost_answers: u32,
 }
 
 /// The whole fake world.
@@ -833,18 +836,23 @@ impl ProxmoxApi for Fake {
             ));
         }
         let agent = w.faults.agent_after_pings;
+        let lost = w.faults.clone_lost_answers > 0;
+        w.faults.clone_lost_answers = w.faults.clone_lost_answers.saturating_sub(1);
         w.vms.insert(
             newid,
             FakeVm {
                 node: target,
                 name: request.name.clone(),
                 description: request.description.clone(),
-                lock: Some("clone".to_owned()),
+                lock: (!lost).then(|| "clone".to_owned()),
                 status: "stopped".to_owned(),
                 agent_after_pings: agent,
                 ..FakeVm::new(node.as_str(), None)
             },
         );
+        if lost {
+            return Err(api_error("POST", EP_CLONE, 596, "Broken pipe"));
+        }
         Ok(w.new_task(
             node.as_str(),
             "qmclone",
