@@ -13,46 +13,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Every variable of DESIGN §2.2 plus `RUST_LOG`: the bootstrap script must carry each one that is set.
-const DISPATCHER_VARS: &[&str] = &[
-    "PROXMOX_URL",
-    "PROXMOX_NODE",
-    "PROXMOX_TOKEN_ID",
-    "PROXMOX_TOKEN_SECRET",
-    "PROXMOX_STORAGE",
-    "PROXMOX_VERIFY_SSL",
-    "PROXMOX_CA_CERT",
-    "PROXMOX_TLS_FINGERPRINT",
-    "GITHUB_TOKEN",
-    "GITHUB_APP_ID",
-    "GITHUB_APP_INSTALLATION_ID",
-    "GITHUB_APP_PRIVATE_KEY_FILE",
-    "GITHUB_API_URL",
-    "GITHUB_ORG",
-    "MAX_TOTAL_RUNNERS",
-    "DISABLE_CLEANUP",
-    "PAUSE_ON_STOPPED",
-    "REPO_OWNER",
-    "REPO_NAME",
-    "REPO_URL",
-    "POLL_INTERVAL",
-    "RUNNER_POOLS_CONFIG",
-    "SNIPPETS_DIR",
-    "TEMPLATE_NAME",
-    "RUNNER_ID_START",
-    "RUNNER_ID_END",
-    "RUNNER_NAME_PREFIX",
-    "RUNNER_USER",
-    "RUNNER_LABELS",
-    "USER_DATA_TEMPLATE",
-    "RUNNER_GROUP_ID",
-    "RUNNER_INJECTION",
-    "DEBUG_LOGGING",
-    "WEBHOOK_SECRET",
-    "LISTEN_ADDR",
-    "LOG_FORMAT",
-    "RUST_LOG",
-];
+/// Every variable the dispatcher reads (its own list, so a variable added there must reach the bootstrap
+/// script too) plus `RUST_LOG`: the bootstrap script must carry each one that is set.
+fn dispatcher_vars() -> Vec<&'static str> {
+    let mut v = dispatcher_bin::env::KNOWN_VARIABLES.to_vec();
+    v.push("RUST_LOG");
+    v
+}
 
 /// Distinctive secret values: shell metacharacters on purpose, and a marker each that must never show up on a
 /// command line or in the script's output.
@@ -289,7 +256,7 @@ impl Rig {
 
     /// The full input: every dispatcher variable and the bootstrap-only secret.
     fn full_input(&self) -> Vec<(&'static str, String)> {
-        let mut v: Vec<(&'static str, String)> = DISPATCHER_VARS
+        let mut v: Vec<(&'static str, String)> = dispatcher_vars()
             .iter()
             .map(|&k| (k, format!("value-of-{}", k.to_ascii_lowercase())))
             .collect();
@@ -448,7 +415,7 @@ fn parse_env_with_sh(file: &Path) -> BTreeMap<String, String> {
         .arg(r#"set -a; . "$1"; for k in $2; do eval "v=\${$k-__UNSET__}"; printf '%s=%s\0' "$k" "$v"; done"#)
         .arg("sh")
         .arg(file)
-        .arg(DISPATCHER_VARS.join(" "))
+        .arg(dispatcher_vars().join(" "))
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .output()
@@ -701,7 +668,7 @@ fn env_file_has_every_variable_mode_0600_and_no_secret_on_any_command_line() {
     .into_iter()
     .collect();
     for (key, value) in &input {
-        if !DISPATCHER_VARS.contains(key) {
+        if !dispatcher_vars().contains(key) {
             assert!(
                 !written.contains_key(*key),
                 "{key} is bootstrap-only and must not be written"
@@ -711,7 +678,7 @@ fn env_file_has_every_variable_mode_0600_and_no_secret_on_any_command_line() {
         let want = rewritten.get(key).copied().unwrap_or(value.as_str());
         assert_eq!(written.get(*key).map(String::as_str), Some(want), "{key}");
     }
-    assert_eq!(written.len(), DISPATCHER_VARS.len(), "{written:?}");
+    assert_eq!(written.len(), dispatcher_vars().len(), "{written:?}");
     let raw = fs::read_to_string(&env_path).expect("env");
     assert!(
         raw.contains("MARK-PVE-7f3a"),
@@ -1075,7 +1042,7 @@ fn env_example_documents_every_variable_with_its_default() {
     let text =
         fs::read_to_string(deploy_dir().join("dispatcher.env.example")).expect("env example");
     let lines: Vec<&str> = text.lines().collect();
-    for var in DISPATCHER_VARS {
+    for var in dispatcher_vars() {
         let at = lines
             .iter()
             .position(|l| {
@@ -1098,7 +1065,7 @@ fn env_example_documents_every_variable_with_its_default() {
             "GITHUB_TOKEN",
         ];
         assert!(
-            required.contains(var)
+            required.contains(&var)
                 || var.starts_with("GITHUB_APP_")
                 || comment.iter().any(|l| l.contains("Default")),
             "{var}: the comment does not state the default"
