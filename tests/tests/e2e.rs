@@ -5,7 +5,6 @@
 //! secret in the dispatcher's output, and the process still running until we stopped it.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tests::dispatcher::{DispatcherProcess, leaked, secrets_of, sim_env};
@@ -15,7 +14,7 @@ const REPO: &str = "NREL/EnergyPlus";
 const PREFIX: &str = "gh-runner-";
 
 /// Scenarios share the 2 cores with everything else: run them one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Scenario {
     sim: Sim,
@@ -78,10 +77,10 @@ impl Scenario {
     }
 
     fn assert_alive(&mut self) {
-        if let Some(p) = self.proc.as_mut() {
-            if let Some(status) = p.exited() {
-                panic!("dispatcher exited on its own ({status}):\n{}", p.output());
-            }
+        if let Some(p) = self.proc.as_mut()
+            && let Some(status) = p.exited()
+        {
+            panic!("dispatcher exited on its own ({status}):\n{}", p.output());
         }
     }
 
@@ -283,9 +282,7 @@ fn linux(n: usize, labels: &[&str]) -> Vec<JobSpec> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_job_snippet_mode() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     let mut sc = Scenario::start(SimConfig::default()).await;
     sc.set("RUNNER_LABELS", "linux,x64");
     sc.launch();
@@ -310,9 +307,7 @@ fn u24_u22_config() -> SimConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pools_with_caps_and_unmatched_jobs() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     let mut sc = Scenario::start(u24_u22_config()).await;
     sc.pools_file(
         r#"{"max_total_runners": 4, "pools": [
@@ -353,9 +348,7 @@ async fn two_pools_with_caps_and_unmatched_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_of_30_jobs() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     let mut sc = Scenario::start(SimConfig::default()).await;
     sc.set("RUNNER_LABELS", "linux,x64");
     sc.set("MAX_TOTAL_RUNNERS", "10");
@@ -368,9 +361,7 @@ async fn burst_of_30_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_jobs_inside_in_progress_runs() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     let mut sc = Scenario::start(SimConfig::default()).await;
     sc.set("RUNNER_LABELS", "linux,x64");
     sc.launch();
@@ -389,11 +380,11 @@ async fn queued_jobs_inside_in_progress_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_in_proxmox_and_github() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut cfg = SimConfig::default();
-    cfg.seed = 7;
+    let _serial = SERIAL.lock().await;
+    let mut cfg = SimConfig {
+        seed: 7,
+        ..SimConfig::default()
+    };
     cfg.faults.pve_write_error_rate = 0.1;
     cfg.faults.pve_lost_response_rate = 0.03;
     cfg.faults.clone_lock_failure_rate = 0.15;
@@ -417,9 +408,7 @@ async fn faults_in_proxmox_and_github() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_mid_flight() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     let mut sc = Scenario::start(SimConfig::default()).await;
     sc.set("RUNNER_LABELS", "linux,x64");
     sc.set("MAX_TOTAL_RUNNERS", "6");
@@ -439,9 +428,7 @@ async fn sigkill_and_restart_mid_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_foreign_vms_and_agent_injection() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     let cfg = SimConfig::default();
     let mut sc = Scenario::start(cfg).await;
     let pve = sc.sim.pve();
@@ -489,9 +476,7 @@ async fn two_nodes_foreign_vms_and_agent_injection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_template_with_registration_token() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     let mut sc = Scenario::start(SimConfig::default()).await;
     let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../images/ubuntu-2404/cloud-init/runner-user-data.pkrtpl");
@@ -506,9 +491,7 @@ async fn seed_template_with_registration_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_subcommands() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     let mut sc = Scenario::start(SimConfig::default()).await;
     sc.set("RUNNER_LABELS", "linux,x64");
     sc.sim
