@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use cloudinit_render::{Credential, Os as RenderOs, RunnerSpec};
-use pool_scheduler::{Injection, Os, Plan, RunnerIndex, VmContext};
+use pool_scheduler::{Injection, Os, Plan};
 use secrecy::SecretString;
 
 use crate::config::RuntimeConfig;
@@ -126,8 +126,7 @@ pub fn format_status(
     plan: &Plan,
     now: u64,
 ) -> String {
-    let observed = &observation.observed;
-    let index = RunnerIndex::new(&observed.runners);
+    let owned = observation.owned_vms(&cfg.pools, now);
     let mut out = String::new();
     for numbers in &plan.pools {
         let Some(pool_idx) = cfg.pools.pool_index(&numbers.pool) else {
@@ -150,23 +149,11 @@ pub fn format_status(
             "VMID", "NODE", "PHASE", "AGE"
         );
         let mut any = false;
-        for vm in &observed.vms {
-            let Some(owned) = pool_scheduler::ownership(&cfg.pools, vm) else {
-                continue;
-            };
+        for (vm, owned, phase) in &owned {
             if owned.pool != pool_idx {
                 continue;
             }
             any = true;
-            let ctx = VmContext {
-                in_flight: observed
-                    .in_flight
-                    .iter()
-                    .find(|f| f.vmid == vm.vmid)
-                    .map(|f| f.op),
-                vanished_since: observed.vanished_since.get(&vm.vmid).copied(),
-            };
-            let phase = pool_scheduler::classify(vm, &owned, pool, &index, ctx, now);
             let age = owned
                 .created_unix
                 .map_or_else(|| "?".to_owned(), |c| format_age(now.saturating_sub(c)));

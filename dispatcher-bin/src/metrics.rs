@@ -24,7 +24,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pool_scheduler::{DeleteReason, Job, Phase, Plan, RunnerIndex, Start, VmContext};
+use pool_scheduler::{DeleteReason, Job, Phase, Plan, Start};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
@@ -598,28 +598,14 @@ impl Metrics {
     }
 
     fn track_phases(&self, cfg: &RuntimeConfig, observation: &Observation, now_unix: u64) {
-        let observed = &observation.observed;
-        let index = RunnerIndex::new(&observed.runners);
         let now = Instant::now();
         let mut tracks = lock(&self.tracks);
         let mut seen: HashSet<String> = HashSet::new();
-        for vm in &observed.vms {
-            let Some(owned) = pool_scheduler::ownership(&cfg.pools, vm) else {
-                continue;
-            };
+        for (_, owned, phase) in observation.owned_vms(&cfg.pools, now_unix) {
             let Some(name) = owned.runner_name else {
                 continue;
             };
             let pool = &cfg.pools.pools()[owned.pool];
-            let ctx = VmContext {
-                in_flight: observed
-                    .in_flight
-                    .iter()
-                    .find(|f| f.vmid == vm.vmid)
-                    .map(|f| f.op),
-                vanished_since: observed.vanished_since.get(&vm.vmid).copied(),
-            };
-            let phase = pool_scheduler::classify(vm, &owned, pool, &index, ctx, now_unix);
             seen.insert(name.to_owned());
             let track = tracks.entry(name.to_owned()).or_insert_with(|| VmTrack {
                 pool: pool.name.clone(),
@@ -660,7 +646,8 @@ impl Metrics {
                 _ => {}
             }
         }
-        let in_flight: HashSet<&str> = observed
+        let in_flight: HashSet<&str> = observation
+            .observed
             .in_flight
             .iter()
             .map(|f| f.runner_name.as_str())

@@ -34,6 +34,38 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// Every VM a pool owns (the ownership rule), with its phase as the planner classifies it.
+    pub fn owned_vms<'a>(
+        &'a self,
+        pools: &'a pool_scheduler::Config,
+        now_unix: u64,
+    ) -> Vec<(
+        &'a ObservedVm,
+        pool_scheduler::Owned<'a>,
+        pool_scheduler::Phase,
+    )> {
+        let observed = &self.observed;
+        let index = pool_scheduler::RunnerIndex::new(&observed.runners);
+        observed
+            .vms
+            .iter()
+            .filter_map(|vm| {
+                let owned = pool_scheduler::ownership(pools, vm)?;
+                let ctx = pool_scheduler::VmContext {
+                    in_flight: observed
+                        .in_flight
+                        .iter()
+                        .find(|f| f.vmid == vm.vmid)
+                        .map(|f| f.op),
+                    vanished_since: observed.vanished_since.get(&vm.vmid).copied(),
+                };
+                let pool = &pools.pools()[owned.pool];
+                let phase = pool_scheduler::classify(vm, &owned, pool, &index, ctx, now_unix);
+                Some((vm, owned, phase))
+            })
+            .collect()
+    }
+
     /// The template of that name on `node`, else the first one elsewhere (cloned with `target`).
     pub fn template_for(&self, name: &str, node: &str) -> Option<TemplateRef> {
         let all = self.templates.get(name)?;
