@@ -204,10 +204,23 @@ impl Observer {
 
         // Confirm "stopped" (and "unknown") with status/current before the planner may delete on it.
         let busy_in_flight: HashSet<u32> = in_flight.iter().map(|f| f.vmid).collect();
+        // Also confirm a ready JIT runner VM whose registration is gone: its one job is done and it is
+        // powering itself off, while the listing may say "running" for another ~10 s.
+        let registered: HashSet<&str> = runners.iter().map(|r| r.name.as_str()).collect();
+        let finishing = |v: &ObservedVm| {
+            v.power == Power::Running
+                && pool_scheduler::marks::has_ready_tag(&v.tags)
+                && v.name.as_deref().is_some_and(|n| !registered.contains(n))
+                && pool_scheduler::ownership(pools, v)
+                    .is_some_and(|o| !rec.cfg.uses_registration_token(&pools.pools()[o.pool].name))
+        };
         let confirm: Vec<usize> = vms
             .iter()
             .enumerate()
-            .filter(|(_, v)| matches!(v.power, Power::Stopped | Power::Unknown) && v.lock.is_none())
+            .filter(|(_, v)| {
+                (matches!(v.power, Power::Stopped | Power::Unknown) || finishing(v))
+                    && v.lock.is_none()
+            })
             .filter(|(_, v)| !busy_in_flight.contains(&v.vmid))
             .filter(|(_, v)| pool_scheduler::ownership(pools, v).is_some_and(|o| o.deletable))
             .map(|(i, _)| i)
@@ -273,7 +286,7 @@ impl Observer {
         }
         let vanished_since = lock(&self.vanished_since).clone();
 
-        let jobs: Vec<Job> = jobs
+        let mut jobs: Vec<Job> = jobs
             .iter()
             .map(|j| Job {
                 id: j.id,
@@ -282,6 +295,7 @@ impl Observer {
                 created_at_unix: u64::try_from(j.created_at.unix_timestamp()).unwrap_or(0),
             })
             .collect();
+        jobs.extend(webhook_jobs(rec, &jobs).await);
         let nodes: Vec<NodeInfo> = nodes
             .iter()
             .map(|n| NodeInfo {
@@ -304,4 +318,46 @@ impl Observer {
             templates,
         })
     }
+}
+
+/// Jobs announced by webhook that the polls did not list, still `queued` according to GitHub (one
+/// conditional `GET …/actions/jobs/{id}` each); the others are forgotten.
+async fn webhook_jobs(rec: &Reconciler, polled: &[Job]) -> Vec<Job> {
+    let polled: HashSet<u64> = polled.iter().map(|j| j.id).collect();
+    let announced: Vec<(u64, String)> = {
+        let mut st = rec.state();
+        st.webhook_jobs.retain(|id, _| !polled.contains(id));
+        st.webhook_jobs
+            .iter()
+            .map(|(id, repo)| (*id, repo.clone()))
+            .collect()
+    };
+    if announced.is_empty() {
+        return Vec::new();
+    }
+    let answers = join_all(announced.iter().map(|(id, repo)| rec.gh.job_in(repo, *id))).await;
+    let mut out = Vec::new();
+    let mut forget = Vec::new();
+    for ((id, _), answer) in announced.iter().zip(answers) {
+        match answer {
+            Ok(job) if job.status == "queued" => out.push(Job {
+                id: job.id,
+                run_id: job.run_id,
+                labels: job.labels,
+                created_at_unix: job
+                    .created_at
+                    .or(job.started_at)
+                    .map_or(0, |t| u64::try_from(t.unix_timestamp()).unwrap_or(0)),
+            }),
+            Ok(_) | Err(github_runners::Error::NotFound { .. }) => forget.push(*id),
+            Err(e) => {
+                tracing::debug!(job = id, error = %e, "could not confirm a webhook-announced job")
+            }
+        }
+    }
+    let mut st = rec.state();
+    for id in forget {
+        st.webhook_jobs.remove(&id);
+    }
+    out
 }

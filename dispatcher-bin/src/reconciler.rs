@@ -94,7 +94,13 @@ pub struct PassReport {
     pub held: usize,
     /// Queued jobs seen.
     pub queued_jobs: usize,
+    /// Runner VMs whose job is done and that are powering themselves off.
+    pub finishing: usize,
 }
+
+/// While runner VMs are powering themselves off, the next pass comes this soon (there is no event for a
+/// VM stopping; the poll would otherwise keep its slot for up to a whole interval).
+const FINISHING_RECHECK: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 struct Backoff {
@@ -113,7 +119,14 @@ pub(crate) struct State {
     logged_unmatched: HashSet<u64>,
     logged_missing_template: HashSet<String>,
     pub(crate) registration_token: Option<(SecretString, u64)>,
+    /// Queued jobs announced by webhook deliveries (job id → repository `owner/name`), confirmed with
+    /// `GET …/actions/jobs/{id}` by the next passes: demand the polls may not see (organisation scope without
+    /// repositories to poll, or a repository outside that list).
+    pub(crate) webhook_jobs: BTreeMap<u64, String>,
 }
+
+/// Most webhook-announced jobs remembered at once (the oldest is forgotten beyond it).
+const MAX_WEBHOOK_JOBS: usize = 1000;
 
 /// The reconciler: owns the clients, the configuration and the work in flight.
 pub struct Reconciler {
@@ -208,6 +221,19 @@ impl Reconciler {
         self.wake.notify_one();
     }
 
+    /// A `workflow_job` `queued` delivery for one of our pools: remember the job so the passes see it even
+    /// when no poll lists it, then ask for a pass.
+    pub fn note_queued_job(&self, job_id: u64, repository: &str) {
+        {
+            let mut st = self.state();
+            st.webhook_jobs.insert(job_id, repository.to_owned());
+            while st.webhook_jobs.len() > MAX_WEBHOOK_JOBS {
+                st.webhook_jobs.pop_first();
+            }
+        }
+        self.trigger();
+    }
+
     /// Work in flight, as the planner sees it.
     pub fn in_flight(&self) -> Vec<InFlight> {
         self.state().in_flight.values().cloned().collect()
@@ -281,6 +307,7 @@ impl Reconciler {
     fn act(self: &Arc<Self>, plan: Plan, observation: Observation) -> PassReport {
         let mut report = PassReport {
             queued_jobs: observation.observed.jobs.len(),
+            finishing: plan.pools.iter().map(|p| p.finishing as usize).sum(),
             ..PassReport::default()
         };
         let runners_by_name: HashMap<&str, u64> = observation
@@ -478,6 +505,9 @@ impl Reconciler {
                 Ok(report) => {
                     failures = 0;
                     next_poll = began + self.cfg.poll_interval;
+                    if report.finishing > 0 {
+                        next_poll = next_poll.min(began + FINISHING_RECHECK);
+                    }
                     if report.started + report.deleting + report.deregistering > 0 {
                         tracing::info!(
                             started = report.started,

@@ -67,11 +67,16 @@ impl DeliveryLog {
     }
 }
 
+/// Told about a `queued` delivery of one of our pools: (job id, repository `owner/name`).
+type Announce = Box<dyn Fn(u64, &str) + Send + Sync>;
+
 /// What the handlers share.
 pub struct AppState {
     cfg: Arc<RuntimeConfig>,
     metrics: Arc<Metrics>,
     trigger: Box<dyn Fn() + Send + Sync>,
+    /// Called with (job id, repository) for a `queued` delivery of one of our pools.
+    announce: Announce,
     deliveries: Mutex<DeliveryLog>,
     capacity: usize,
 }
@@ -89,7 +94,8 @@ impl AppState {
     /// State over a reconciler: deliveries call [`Reconciler::trigger`].
     pub fn for_reconciler(rec: &Arc<Reconciler>) -> Self {
         let weak = Arc::downgrade(rec);
-        Self::new(
+        let weak_announce = Arc::downgrade(rec);
+        let mut state = Self::new(
             Arc::clone(&rec.cfg),
             Arc::clone(rec.metrics()),
             Box::new(move || {
@@ -97,7 +103,13 @@ impl AppState {
                     rec.trigger();
                 }
             }),
-        )
+        );
+        state.announce = Box::new(move |job, repository| {
+            if let Some(rec) = weak_announce.upgrade() {
+                rec.note_queued_job(job, repository);
+            }
+        });
+        state
     }
 
     /// State with an explicit trigger (tests).
@@ -110,6 +122,7 @@ impl AppState {
             cfg,
             metrics,
             trigger,
+            announce: Box::new(|_, _| {}),
             deliveries: Mutex::new(DeliveryLog::default()),
             capacity: REMEMBERED_DELIVERIES,
         }
@@ -272,6 +285,9 @@ fn handle_webhook(
                         .pools()
                         .get(pool)
                         .map_or("?", |p| p.name.as_str());
+                    if ev.action == WorkflowJobAction::Queued {
+                        (s.announce)(job.id, &ev.repository.full_name);
+                    }
                     (s.trigger)();
                     tracing::info!(
                         delivery, job = job.id, run = job.run_id, action = ?ev.action,

@@ -112,6 +112,11 @@ struct Harness {
 
 impl Harness {
     async fn start(poll_interval: &str) -> Self {
+        Self::start_with(poll_interval, &[], &[]).await
+    }
+
+    /// Like [`Harness::start`], with variables removed from and added to the environment.
+    async fn start_with(poll_interval: &str, remove: &[&str], add: &[(&str, &str)]) -> Self {
         let cfg = SimConfig::default();
         let sim = Sim::start(cfg.clone())
             .await
@@ -125,6 +130,8 @@ impl Harness {
             ("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")),
             ("WEBHOOK_SECRET".to_owned(), SECRET.to_owned()),
         ]);
+        env.retain(|(k, _)| !remove.contains(&k.as_str()));
+        env.extend(add.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let proc = DispatcherProcess::spawn(&["run"], &env).unwrap_or_else(|e| panic!("{e}"));
         let h = Self {
             sim,
@@ -452,6 +459,64 @@ async fn readyz_follows_proxmox_availability() {
         metric_value(&metrics, "gha_reconcile_passes_total{result=\"error\"}")
             .is_some_and(|v| v >= 1.0),
         "{metrics}"
+    );
+    h.assert_no_secret_leaked();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organisation_scope_without_polled_repositories_is_served_by_webhook() {
+    let _serial = SERIAL.lock().await;
+    // Org runners, no repository to poll: the webhook is the only demand signal.
+    let mut h = Harness::start_with(
+        "60",
+        &["REPO_OWNER", "REPO_NAME"],
+        &[("GITHUB_ORG", "NREL")],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let job = h.queue_job("org-webhook");
+    let (status, body) = h
+        .post_webhook("workflow_job", "org-delivery-1", queued_payload(&job))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = job.id;
+    h.wait(
+        "the org-scope job to complete",
+        Duration::from_secs(20),
+        move |s| {
+            s.github().job(id).is_some_and(|j| {
+                j.status == JobStatus::Completed && j.conclusion.as_deref() == Some("success")
+            })
+        },
+    )
+    .await;
+    // The `completed` delivery triggers a pass too: the powered-off VM is deleted long before the 60 s poll.
+    h.wait("the runner VM to power off", Duration::from_secs(10), |s| {
+        s.pve()
+            .vms_with_prefix("gh-runner-")
+            .iter()
+            .all(|v| !v.running)
+    })
+    .await;
+    let mut completed: serde_json::Value =
+        serde_json::from_slice(&queued_payload(&job)).unwrap_or_else(|e| panic!("{e}"));
+    completed["action"] = "completed".into();
+    completed["workflow_job"]["status"] = "completed".into();
+    completed["workflow_job"]["conclusion"] = "success".into();
+    let body = completed.to_string().into_bytes();
+    let (status, text) = h.post_webhook("workflow_job", "org-delivery-2", body).await;
+    assert_eq!(status, 202, "{text}");
+    h.wait(
+        "the runner VM to be deleted",
+        Duration::from_secs(10),
+        |s| s.pve().vms_with_prefix("gh-runner-").is_empty(),
+    )
+    .await;
+    assert_eq!(
+        h.sim.pve().created_vms().len(),
+        1,
+        "one VM for the one announced job"
     );
     h.assert_no_secret_leaked();
     h.stop().await;
