@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tests::dispatcher::{DispatcherProcess, leaked, secrets_of, sim_env};
-use tests::{JobSpec, JobStatus, Sim, SimConfig, TemplateSpec, VmEventKind, VmSpec};
+use tests::{AppSpec, JobSpec, JobStatus, Sim, SimConfig, TemplateSpec, VmEventKind, VmSpec};
 
 const REPO: &str = "NREL/EnergyPlus";
 const PREFIX: &str = "gh-runner-";
@@ -582,4 +582,64 @@ async fn one_shot_subcommands() {
 
     sc.launch();
     sc.finish(&gpu.job_ids, &[], &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_app_authentication() {
+    let _serial = SERIAL.lock().await;
+    let mut cfg = SimConfig::default();
+    cfg.github.app = Some(AppSpec::test_app());
+    let mut sc = Scenario::start(cfg).await;
+    let key = sc.dir.path().join("app-key.pem");
+    std::fs::write(&key, tests::TEST_APP_PRIVATE_KEY_PEM).unwrap_or_else(|e| panic!("{e}"));
+    sc.env.retain(|(k, _)| k != "GITHUB_TOKEN");
+    sc.set("GITHUB_APP_ID", "123456");
+    sc.set("GITHUB_APP_INSTALLATION_ID", "7890");
+    sc.set("GITHUB_APP_PRIVATE_KEY_FILE", &key.display().to_string());
+    sc.set("RUNNER_LABELS", "linux,x64");
+    sc.launch();
+    sc.sim
+        .github()
+        .queue_run(REPO, linux(2, &["self-hosted", "linux"]));
+    let gh = sc.sim.github();
+    sc.finish(&[], &[], &[]).await;
+    let tokens = gh.request_count("POST", "/app/installations/{installation_id}/access_tokens");
+    assert!(
+        tokens >= 1,
+        "the installation token was minted through the App"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_pool_with_agent_injection() {
+    let _serial = SERIAL.lock().await;
+    let mut cfg = SimConfig::default();
+    cfg.pve.templates = vec![
+        TemplateSpec::linux(9000, "pve1", "ubuntu-2404-runner-template"),
+        TemplateSpec::windows(9100, "pve1", "windows-2022-runner-template"),
+    ];
+    let mut sc = Scenario::start(cfg).await;
+    sc.pools_file(
+        r#"{"pools": [
+            {"name": "linux", "template": "ubuntu-2404-runner-template", "labels": ["linux", "x64"],
+             "vmid_start": 200, "vmid_end": 219},
+            {"name": "windows", "template": "windows-2022-runner-template", "labels": ["windows", "x64"],
+             "os": "windows", "injection": "agent", "vmid_start": 400, "vmid_end": 419, "runner_name_prefix": "win-"}
+        ]}"#,
+    );
+    sc.launch();
+    sc.sim
+        .github()
+        .queue_run(REPO, linux(2, &["self-hosted", "Windows", "X64"]));
+    sc.sim
+        .github()
+        .queue_run(REPO, linux(1, &["self-hosted", "linux"]));
+    let pve = sc.sim.pve();
+    sc.finish_with(&[PREFIX, "win-"], &[], &[], &[]).await;
+    let windows: Vec<_> = pve
+        .created_vms()
+        .into_iter()
+        .filter(|v| v.name.as_deref().is_some_and(|n| n.starts_with("win-")))
+        .collect();
+    assert_eq!(windows.len(), 2, "one Windows VM per Windows job");
 }
