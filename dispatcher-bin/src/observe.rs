@@ -244,7 +244,8 @@ impl Observer {
                     vm.power = power_of(Some(s.status.as_str()));
                     vm.power_confirmed = true;
                     vm.lock = s.lock.filter(|l| !l.is_empty());
-                    if vm.name.is_none() {
+                    // status/current is current; the listing's name may still be a previous VM's with this id.
+                    if s.name.is_some() {
                         vm.name = s.name;
                     }
                 }

@@ -135,18 +135,25 @@ async fn steps(
     }
     let start_began = Instant::now();
     made.started = true;
-    match retry(rec, || rec.pve.start(&node, vmid)).await {
-        Ok(upid) => {
-            rec.pve.wait_task(&upid, rec.tuning.task_deadline).await?;
-        }
-        // A start whose answer was lost (e.g. 596 from a proxied node) may have happened, and its retry
-        // then fails ("already running"): ask the VM before declaring failure.
-        Err(e) => match rec.pve.vm_status(&node, vmid).await {
+    let started = match retry(rec, || rec.pve.start(&node, vmid)).await {
+        Ok(upid) => rec
+            .pve
+            .wait_task(&upid, rec.tuning.task_deadline)
+            .await
+            .map(|_| ())
+            .map_err(Error::from),
+        Err(e) => Err(e),
+    };
+    // A start whose answer was lost (e.g. 596 from a proxied node) may have happened: its retry then fails,
+    // as a request or as a task ("VM N already running"). Ask the VM before declaring failure — rolling back
+    // a running VM would kill the job its runner may already have taken.
+    if let Err(e) = started {
+        match rec.pve.vm_status(&node, vmid).await {
             Ok(status) if status.is_running() => {
-                tracing::debug!(vmid = start.vmid, error = %e, "start answered with an error but the VM runs");
+                tracing::debug!(vmid = start.vmid, error = %e, "start reported an error but the VM runs");
             }
             _ => return Err(e),
-        },
+        }
     }
     let start_ms = start_began.elapsed().as_millis() as u64;
     tracing::info!(pool = %pool.name, vmid = start.vmid, node = %start.node, runner = %name, start_ms, "VM started");

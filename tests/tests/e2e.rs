@@ -159,14 +159,33 @@ impl Scenario {
         .await;
         for j in self.sim.github().jobs() {
             if !unmatched.contains(&j.id) {
-                assert_eq!(
-                    j.conclusion.as_deref(),
-                    Some("success"),
-                    "job {} ({}) concluded {:?}",
-                    j.id,
-                    j.name,
-                    j.conclusion
-                );
+                if j.conclusion.as_deref() != Some("success") {
+                    let runner = j.runner_name.clone().unwrap_or_default();
+                    let vm: Vec<_> = self
+                        .sim
+                        .pve()
+                        .events()
+                        .into_iter()
+                        .filter(|e| e.name.as_deref() == Some(runner.as_str()))
+                        .map(|e| format!("{:?} {:?}", e.at, e.kind))
+                        .collect();
+                    let out = self
+                        .proc
+                        .as_ref()
+                        .map(DispatcherProcess::output)
+                        .unwrap_or_default();
+                    let lines: Vec<&str> = out
+                        .lines()
+                        .filter(|l| !runner.is_empty() && l.contains(runner.as_str()))
+                        .collect();
+                    panic!(
+                        "job {} ({}) concluded {:?} on runner {runner}\nVM events: {vm:?}\ndispatcher lines:\n{}",
+                        j.id,
+                        j.name,
+                        j.conclusion,
+                        lines.join("\n")
+                    );
+                }
             } else {
                 assert_ne!(j.status, JobStatus::Completed, "unmatched job {} ran", j.id);
                 assert!(
