@@ -2,7 +2,7 @@
 //! registration that has no VM. Ownership is re-checked on fresh `status/current` data right before the
 //! destructive call: the cluster listing the plan came from may be seconds old.
 
-use pool_scheduler::{Delete, Deregister};
+use pool_scheduler::{Delete, DeleteReason, Deregister};
 use proxmox_api::{NodeName, VmId};
 
 use crate::error::Error;
@@ -12,7 +12,8 @@ use crate::reconciler::Reconciler;
 /// whether the deletion succeeded or was rightly refused.
 pub(crate) async fn delete_vm(rec: &Reconciler, del: &Delete, registration: Option<u64>) -> bool {
     match try_delete(rec, del, registration).await {
-        Ok(()) => {
+        Ok(false) => true,
+        Ok(true) => {
             tracing::info!(pool = %del.pool, vmid = del.vmid, node = %del.node, runner = %del.name, reason = %del.reason, "runner VM deleted");
             rec.metrics.deletion(&del.pool, del.reason);
             true
@@ -32,7 +33,7 @@ async fn try_delete(
     rec: &Reconciler,
     del: &Delete,
     registration: Option<u64>,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let node = NodeName::new(del.node.clone())?;
     let vmid = VmId::new(del.vmid)?;
     let status = rec.pve.vm_status(&node, vmid).await?;
@@ -64,6 +65,20 @@ async fn try_delete(
             why: format!("it is locked ({lock})"),
         });
     }
+    if del.reason == DeleteReason::IdleSurplus {
+        // The runner may take a job at any moment: remove its registration first (GitHub refuses while
+        // a job runs) and stop the VM only once the runner can no longer be given one.
+        if let Some(id) = registration {
+            match rec.gh.delete_runner(id).await {
+                Ok(()) | Err(github_runners::Error::NotFound { .. }) => {}
+                Err(github_runners::Error::RunnerBusy { .. }) => {
+                    tracing::info!(vmid = del.vmid, runner = %del.name, "idle runner took a job meanwhile; kept");
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     if status.is_running() {
         let upid = rec.pve.stop(&node, vmid).await?;
         rec.pve.wait_task(&upid, rec.tuning.task_deadline).await?;
@@ -76,7 +91,7 @@ async fn try_delete(
     if let Some(id) = registration {
         remove_registration(rec, id, &del.name).await;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Removes a registration of ours that has no VM.

@@ -281,6 +281,7 @@ pub fn deletion_reason(r: DeleteReason) -> &'static str {
         DeleteReason::MaxLifetime => "max_lifetime",
         DeleteReason::RunnerVanished => "runner_vanished",
         DeleteReason::HalfMade => "half_made",
+        DeleteReason::IdleSurplus => "idle_surplus",
     }
 }
 

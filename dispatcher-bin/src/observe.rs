@@ -84,6 +84,7 @@ type MarkerCache = HashMap<u32, (Option<String>, Option<Marker>)>;
 pub struct Observer {
     markers: Mutex<MarkerCache>,
     vanished_since: Mutex<BTreeMap<u32, u64>>,
+    idle_since: Mutex<BTreeMap<u32, (String, u64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -287,6 +288,34 @@ impl Observer {
         }
         let vanished_since = lock(&self.vanished_since).clone();
 
+        // Since when each owned runner has been online and idle (by VMID, reset when the name changes): the
+        // planner removes idle runners beyond demand after a grace.
+        let idle_since: BTreeMap<u32, u64> = {
+            let idle_now: HashSet<&str> = runners
+                .iter()
+                .filter(|r| r.online && !r.busy)
+                .map(|r| r.name.as_str())
+                .collect();
+            let mut idle = lock(&self.idle_since);
+            let mut keep = BTreeSet::new();
+            for vm in &vms {
+                let Some(name) = vm.name.as_deref() else {
+                    continue;
+                };
+                if idle_now.contains(name) && pool_scheduler::ownership(pools, vm).is_some() {
+                    let entry = idle
+                        .entry(vm.vmid)
+                        .or_insert_with(|| (name.to_owned(), now));
+                    if entry.0 != name {
+                        *entry = (name.to_owned(), now);
+                    }
+                    keep.insert(vm.vmid);
+                }
+            }
+            idle.retain(|id, _| keep.contains(id));
+            idle.iter().map(|(id, (_, since))| (*id, *since)).collect()
+        };
+
         let mut jobs: Vec<Job> = jobs
             .iter()
             .map(|j| Job {
@@ -315,6 +344,7 @@ impl Observer {
                 in_flight,
                 nodes,
                 vanished_since,
+                idle_since,
             },
             templates,
         })

@@ -111,6 +111,8 @@ fn setup() -> (Config, Observed) {
             })
             .collect(),
         vanished_since: Default::default(),
+        // Every VM idle past the grace: the idle-surplus pass runs over all of them.
+        idle_since: (1000..6100).map(|id| (id, 0)).collect(),
     };
     (config, observed)
 }

@@ -51,6 +51,6 @@ pub use marks::Marker;
 pub use matching::{MatchResult, is_github_hosted_label, match_job};
 pub use observed::{InFlight, Job, NodeInfo, Observed, ObservedVm, Op, Power, RunnerReg};
 pub use plan::{
-    BlockedBy, Delete, DeleteReason, Deregister, DeregisterReason, Plan, PoolNumbers, Start,
-    Unmatched, UnmatchedReason, plan,
+    BlockedBy, Delete, DeleteReason, Deregister, DeregisterReason, IDLE_SURPLUS_GRACE_SECS, Plan,
+    PoolNumbers, Start, Unmatched, UnmatchedReason, plan,
 };

@@ -135,4 +135,9 @@ pub struct Observed {
     /// runner registration. Fill it only for pools whose registration exists from provisioning on (JIT);
     /// see [`crate::classify`] for how it shortens the wait before `RunnerVanished`.
     pub vanished_since: BTreeMap<u32, u64>,
+    /// Hint from the caller: since when (unix seconds) an owned VM's runner has been online and idle, by
+    /// VMID. Idle runners beyond demand and `min_idle` are removed once idle for
+    /// [`crate::IDLE_SURPLUS_GRACE_SECS`]; without the hint idle runners are never removed.
+    #[serde(default)]
+    pub idle_since: BTreeMap<u32, u64>,
 }

@@ -45,7 +45,14 @@ pub enum DeleteReason {
     RunnerVanished,
     /// Never got its credential (e.g. the dispatcher died mid-provision).
     HalfMade,
+    /// An idle runner beyond demand and `min_idle` for longer than [`IDLE_SURPLUS_GRACE_SECS`] (another
+    /// runner took the job it was made for). The dispatcher removes its registration first and stops only
+    /// if that succeeded (GitHub refuses while a job runs).
+    IdleSurplus,
 }
+
+/// How long an idle runner beyond demand and `min_idle` is kept warm before it is removed.
+pub const IDLE_SURPLUS_GRACE_SECS: u64 = 60;
 
 impl From<StaleReason> for DeleteReason {
     fn from(r: StaleReason) -> Self {
@@ -66,6 +73,7 @@ impl std::fmt::Display for DeleteReason {
             Self::MaxLifetime => "max lifetime",
             Self::RunnerVanished => "runner vanished",
             Self::HalfMade => "half-made",
+            Self::IdleSurplus => "idle surplus",
         })
     }
 }
@@ -349,6 +357,8 @@ pub fn plan(config: &Config, observed: &Observed, now_unix: u64) -> Plan {
     let mut nameless: FxHashSet<u32> = fxhash::set(16);
     let mut counted_in_flight: FxHashSet<u32> = fxhash::set(observed.in_flight.len());
     let mut deletes = Vec::new();
+    // Idle runners of each pool that have been idle past the grace: (idle since, vmid, node, name).
+    let mut idle_candidates: Vec<Vec<(u64, u32, &str, &str)>> = vec![Vec::new(); pools.len()];
 
     for vm in &observed.vms {
         taken.insert(vm.vmid);
@@ -377,6 +387,16 @@ pub fn plan(config: &Config, observed: &Observed, now_unix: u64) -> Plan {
         tally[owned.pool].add(phase);
         if phase.counts_toward_caps() {
             *node_load.entry(vm.node.as_str()).or_default() += 1;
+        }
+        if phase == Phase::Idle
+            && owned.deletable
+            && vm.lock.is_none()
+            && !flags.disable_cleanup
+            && let (Some(since), Some(name)) =
+                (observed.idle_since.get(&vm.vmid), owned.runner_name)
+            && now_unix.saturating_sub(*since) >= IDLE_SURPLUS_GRACE_SECS
+        {
+            idle_candidates[owned.pool].push((*since, vm.vmid, vm.node.as_str(), name));
         }
         let reason = match phase {
             Phase::Stopped => Some(DeleteReason::Stopped),
@@ -443,6 +463,30 @@ pub fn plan(config: &Config, observed: &Observed, now_unix: u64) -> Plan {
             }),
         }
     }
+
+    // Idle runners beyond what demand and min_idle need, idle the longest first.
+    for (i, pool) in pools.iter().enumerate() {
+        let t = &mut tally[i];
+        let keep = count(pool_jobs[i].len())
+            .max(pool.min_idle)
+            .saturating_sub(t.creating + t.booting);
+        let surplus = t.idle.saturating_sub(keep) as usize;
+        let candidates = &mut idle_candidates[i];
+        candidates.sort_unstable();
+        for &(_, vmid, node, name) in candidates.iter().take(surplus) {
+            deletes.push(Delete {
+                pool: pool.name.clone(),
+                node: node.to_owned(),
+                vmid,
+                name: name.to_owned(),
+                reason: DeleteReason::IdleSurplus,
+            });
+            // Still running until stopped: it keeps counting toward the caps in this plan.
+            t.idle -= 1;
+            t.deleting += 1;
+        }
+    }
+    deletes.sort_unstable_by_key(|d| d.vmid);
 
     // Per-pool wants, limited by PAUSE_ON_STOPPED, the pool cap, nodes and free VMIDs.
     let nodes = Nodes::new(&observed.nodes);

@@ -274,6 +274,9 @@ fn build(w: &World) -> (Config, Observed, BTreeMap<u32, Kind>) {
             mem_free: 1000 * k as u64,
         })
         .collect();
+    // Every VM counts as idle for long enough: idle-surplus removal is exercised by every case (it must
+    // still never touch a busy, unowned or template VM).
+    let idle_since = vms.iter().map(|v: &ObservedVm| (v.vmid, 0)).collect();
     let observed = Observed {
         vms,
         used_vmids: w.used.iter().copied().collect(),
@@ -282,6 +285,7 @@ fn build(w: &World) -> (Config, Observed, BTreeMap<u32, Kind>) {
         in_flight: vec![],
         nodes,
         vanished_since: BTreeMap::new(),
+        idle_since,
     };
     (config, observed, kinds)
 }
@@ -384,10 +388,27 @@ fn check_safety(
             matches!(
                 kinds[&d.vmid],
                 Kind::Stopped | Kind::Vanished | Kind::HalfMade
-            ),
-            "deleted a {:?}",
-            kinds[&d.vmid]
+            ) || (matches!(kinds[&d.vmid], Kind::Idle)
+                && d.reason == pool_scheduler::DeleteReason::IdleSurplus),
+            "deleted a {:?} ({:?})",
+            kinds[&d.vmid],
+            d.reason
         );
+    }
+    // Idle runners are only removed beyond what queued jobs and min_idle need.
+    for n in &p.pools {
+        let surplus_deleted = p
+            .deletes
+            .iter()
+            .filter(|d| d.pool == n.pool && d.reason == pool_scheduler::DeleteReason::IdleSurplus)
+            .count();
+        if surplus_deleted > 0 {
+            prop_assert!(
+                n.idle + n.creating + n.booting >= n.demand.max(n.min_idle),
+                "removed idle runners that queued jobs need: {n:?}"
+            );
+            prop_assert_eq!(n.to_start, 0);
+        }
     }
     Ok(())
 }

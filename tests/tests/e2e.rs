@@ -200,7 +200,7 @@ impl Scenario {
         let foreign: BTreeSet<u32> = protected.iter().copied().collect();
         self.wait(
             "the drain (no runner VM, no registration)",
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             move |s| {
                 pf.iter().all(|p| {
                     s.pve()

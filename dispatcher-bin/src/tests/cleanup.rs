@@ -283,3 +283,56 @@ async fn pause_on_stopped_alone_waits_for_the_stopped_vm_to_be_deleted() {
             .any(|c| c.method == "clone_vm" && c.args.contains("newid=200"))
     );
 }
+
+#[tokio::test]
+async fn idle_surplus_runner_is_deregistered_first_then_deleted_after_the_grace() {
+    let fake = Fake::new();
+    fake.world()
+        .vms
+        .insert(207, our_vm("pve1", 207, NOW - 300).running());
+    fake.world()
+        .vms
+        .insert(208, our_vm("pve1", 208, NOW - 300).running());
+    let h = Setup::new().build(fake);
+    let idle = h.fake.add_runner(&name_of(&h, 207), true, false);
+    let busy_later = h.fake.add_runner(&name_of(&h, 208), true, false);
+
+    // Seen idle for the first time: kept warm.
+    let report = h.pass().await;
+    assert_eq!(report.deleting, 0, "{report:?}");
+    h.clock.advance(pool_scheduler::IDLE_SURPLUS_GRACE_SECS - 1);
+    assert_eq!(h.pass().await.deleting, 0, "still within the grace");
+
+    // 208's runner takes a job just now (the listing still said idle): GitHub refuses its removal.
+    h.clock.advance(2);
+    h.fake.world().faults.busy_on_delete.insert(busy_later);
+    let report = h.pass().await;
+    assert_eq!(
+        report.deleting, 2,
+        "no demand: both idle runners are surplus"
+    );
+    assert_eq!(
+        method_order(&h, 207),
+        ["vm_status", "stop", "delete_vm"],
+        "fresh status, stop, destroy"
+    );
+    let w = h.fake.world();
+    let dereg = w
+        .calls
+        .iter()
+        .position(|c| c.method == "delete_runner" && c.args == format!("id={idle}"));
+    let stop = w
+        .calls
+        .iter()
+        .position(|c| c.method == "stop" && c.vmid == Some(207));
+    assert!(
+        dereg.is_some() && dereg < stop,
+        "deregistered first: {dereg:?} < {stop:?}"
+    );
+    assert!(!w.vms.contains_key(&207));
+    assert!(
+        w.vms.contains_key(&208),
+        "a runner that took a job is never stopped"
+    );
+    assert_eq!(w.vms[&208].status, "running");
+}

@@ -175,6 +175,9 @@ pub struct Faults {
     /// The next clone calls are performed (the clone finishes at once) but answered 596, as when a
     /// proxied request's answer is lost.
     pub clone_lost_answers: u32,
+    /// Runners that take a job just before their DELETE arrives (the listing showed them idle): the
+    /// delete is refused with 422 and the runner is busy from then on.
+    pub busy_on_delete: std::collections::BTreeSet<u64>,
 }
 
 /// The whole fake world.
@@ -1276,6 +1279,11 @@ impl GitHubRunners for Fake {
 
     async fn delete_runner(&self, id: u64) -> github_runners::Result<()> {
         let mut w = self.log(Api::Gh, "delete_runner", None, format!("id={id}"));
+        if w.faults.busy_on_delete.remove(&id)
+            && let Some(r) = w.runners.get_mut(&id)
+        {
+            r.busy = true;
+        }
         match w.runners.get(&id) {
             None => Err(github_runners::Error::NotFound {
                 endpoint: "/repos/{owner}/{repo}/actions/runners/{runner_id}",
