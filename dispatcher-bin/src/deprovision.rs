@@ -88,7 +88,8 @@ async fn try_delete(
     if let Err(e) = rec.cfg.snippets.remove(&del.name).await {
         tracing::warn!(runner = %del.name, error = %e, "could not delete a leftover snippet");
     }
-    if let Some(id) = registration {
+    // An idle-surplus runner's registration is already gone (removed before the stop).
+    if let Some(id) = registration.filter(|_| del.reason != DeleteReason::IdleSurplus) {
         remove_registration(rec, id, &del.name).await;
     }
     Ok(true)

@@ -1,7 +1,5 @@
 //! The crate's one error type.
 
-use std::time::SystemTime;
-
 /// What can fail in a pass, a provision or a deletion.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -56,12 +54,6 @@ pub enum Error {
         /// Which mark is missing.
         why: String,
     },
-    /// GitHub asked us to pause until the given time.
-    #[error("github rate limit: paused until {until:?}")]
-    RateLimited {
-        /// When calls may resume.
-        until: SystemTime,
-    },
     /// The service is shutting down; the work was rolled back.
     #[error("cancelled by shutdown")]
     Cancelled,
@@ -73,9 +65,7 @@ impl Error {
         match self {
             Error::Proxmox(e) => e.is_retryable(),
             Error::GitHub(e) => e.is_retryable(),
-            Error::VmidTaken { .. } | Error::AgentTimeout { .. } | Error::RateLimited { .. } => {
-                true
-            }
+            Error::VmidTaken { .. } | Error::AgentTimeout { .. } => true,
             Error::Snippet { .. } | Error::TemplateNotFound { .. } => true,
             Error::Render(_) | Error::NotOwned { .. } | Error::Cancelled => false,
         }

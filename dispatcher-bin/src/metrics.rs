@@ -268,7 +268,6 @@ pub fn failure_reason(e: &Error) -> &'static str {
         Error::VmidTaken { .. } => "vmid_taken",
         Error::AgentTimeout { .. } => "agent_timeout",
         Error::NotOwned { .. } => "not_owned",
-        Error::RateLimited { .. } => "rate_limited",
         Error::Cancelled => "cancelled",
     }
 }

@@ -127,7 +127,7 @@ async fn steps(
         tags.push(marks::READY_TAG.to_owned());
     }
     update.tags = Some(Tags::from_tags(tags.iter().map(String::as_str))?);
-    retry(rec, || rec.pve.update_config(&node, vmid, &update)).await?;
+    retry(|| rec.pve.update_config(&node, vmid, &update)).await?;
 
     // 3. start
     if cancel.is_cancelled() {
@@ -135,7 +135,7 @@ async fn steps(
     }
     let start_began = Instant::now();
     made.started = true;
-    let started = match retry(rec, || rec.pve.start(&node, vmid)).await {
+    let started = match retry(|| rec.pve.start(&node, vmid)).await {
         Ok(upid) => rec
             .pve
             .wait_task(&upid, rec.tuning.task_deadline)
@@ -177,7 +177,7 @@ async fn steps(
                 agent_wait_ms = boot_began.elapsed().as_millis() as u64, "guest agent answers"
             );
             for file in cloudinit_render::agent_payload(&spec)? {
-                retry(rec, || {
+                retry(|| {
                     rec.pve
                         .agent_file_write(&node, vmid, &file.path, &file.content)
                 })
@@ -192,7 +192,7 @@ async fn steps(
                 tags: Some(Tags::from_tags(ready.iter().map(String::as_str))?),
                 ..ConfigUpdate::default()
             };
-            if let Err(e) = retry(rec, || rec.pve.update_config(&node, vmid, &update)).await {
+            if let Err(e) = retry(|| rec.pve.update_config(&node, vmid, &update)).await {
                 tracing::warn!(vmid = start.vmid, error = %e, "could not set the ready mark after injecting the credential");
             }
         }
@@ -273,7 +273,7 @@ async fn clone_and_wait(
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        let upid = match retry(rec, || rec.pve.clone_vm(node, template, req)).await {
+        let upid = match retry(|| rec.pve.clone_vm(node, template, req)).await {
             Ok(upid) => upid,
             // On a retry, "already exists" may be our own clone whose first answer was lost.
             Err(Error::Proxmox(e))
@@ -343,12 +343,11 @@ async fn wait_unlocked(rec: &Reconciler, node: &NodeName, req: &CloneRequest) ->
 }
 
 /// Retries lock timeouts and transient errors of one call (jittered back-off, bounded).
-async fn retry<T, F, Fut>(rec: &Reconciler, op: F) -> Result<T, Error>
+async fn retry<T, F, Fut>(op: F) -> Result<T, Error>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, proxmox_api::Error>>,
 {
-    let _ = rec;
     proxmox_api::retry::retry(&proxmox_api::retry::RetryPolicy::default(), op)
         .await
         .map_err(Error::from)
@@ -397,7 +396,7 @@ async fn rollback(rec: &Reconciler, pool: &Pool, start: &Start, made: &Made) {
                 }
             }
         }
-        let deleted = match retry(rec, || rec.pve.delete_vm(&node, vmid, true, true)).await {
+        let deleted = match retry(|| rec.pve.delete_vm(&node, vmid, true, true)).await {
             Ok(upid) => rec
                 .pve
                 .wait_task(&upid, rec.tuning.task_deadline)

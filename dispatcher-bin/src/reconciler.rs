@@ -569,7 +569,6 @@ impl Reconciler {
 /// GitHub's "pause until" of an error, if it is a rate limit.
 pub(crate) fn rate_limited_until(e: &Error) -> Option<SystemTime> {
     match e {
-        Error::RateLimited { until } => Some(*until),
         Error::GitHub(g) => g.retry_at(),
         _ => None,
     }

@@ -325,6 +325,14 @@ async fn idle_surplus_runner_is_deregistered_first_then_deleted_after_the_grace(
         .calls
         .iter()
         .position(|c| c.method == "stop" && c.vmid == Some(207));
+    assert_eq!(
+        w.calls
+            .iter()
+            .filter(|c| c.method == "delete_runner" && c.args == format!("id={idle}"))
+            .count(),
+        1,
+        "the registration is removed once, before the stop"
+    );
     assert!(
         dereg.is_some() && dereg < stop,
         "deregistered first: {dereg:?} < {stop:?}"
