@@ -4,12 +4,11 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use cloudinit_render::{Credential, Os as RenderOs, RunnerSpec};
-use pool_scheduler::{Injection, Os, Plan};
-use secrecy::SecretString;
+use pool_scheduler::{Injection, Plan};
 
 use crate::config::RuntimeConfig;
 use crate::observe::Observation;
+use crate::pool_gate::HeldPool;
 use crate::reconciler::Reconciler;
 
 /// `dispatcher plan`: the decision table per pool and every action a pass would take.
@@ -106,9 +105,10 @@ pub fn format_plan(plan: &Plan) -> String {
 pub async fn status(rec: &Reconciler) -> ExitCode {
     match rec.observe_and_plan().await {
         Ok((observation, plan)) => {
+            let held = pool_problems(rec, &observation);
             print!(
                 "{}",
-                format_status(&rec.cfg, &observation, &plan, rec.clock.now_unix())
+                format_status(&rec.cfg, &observation, &plan, &held, rec.clock.now_unix())
             );
             ExitCode::SUCCESS
         }
@@ -119,11 +119,39 @@ pub async fn status(rec: &Reconciler) -> ExitCode {
     }
 }
 
+/// Why each pool cannot provision now: the holds of this process's reconciler (a failure that repeats on
+/// every attempt), plus what one observation shows on its own (a missing template, a render error).
+pub fn pool_problems(rec: &Reconciler, observation: &Observation) -> Vec<HeldPool> {
+    let mut out = rec.held_pools();
+    for pool in rec.cfg.pools.pools() {
+        if out.iter().any(|h| h.pool == pool.name) {
+            continue;
+        }
+        let problem = if observation.templates.contains_key(&pool.template) {
+            crate::render::preflight(&rec.cfg, pool, &pool.runner_name_prefix).err()
+        } else {
+            Some(crate::error::Error::TemplateNotFound {
+                pool: pool.name.clone(),
+                template: pool.template.clone(),
+            })
+        };
+        if let Some(e) = problem {
+            out.push(HeldPool {
+                pool: pool.name.clone(),
+                reason: e.hold_reason().unwrap_or("error"),
+                message: crate::pool_gate::one_line(&e.to_string()),
+            });
+        }
+    }
+    out
+}
+
 /// Renders the status table.
 pub fn format_status(
     cfg: &RuntimeConfig,
     observation: &Observation,
     plan: &Plan,
+    held: &[HeldPool],
     now: u64,
 ) -> String {
     let owned = observation.owned_vms(&cfg.pools, now);
@@ -143,6 +171,9 @@ pub fn format_status(
             "pool {} (template {}, vmids {}-{}, cap {cap}, min_idle {}): {} queued job(s)",
             pool.name, pool.template, pool.vmid_start, pool.vmid_end, pool.min_idle, numbers.demand
         );
+        for h in held.iter().filter(|h| h.pool == pool.name) {
+            let _ = writeln!(out, "  HELD ({}): {}", h.reason, h.message);
+        }
         let _ = writeln!(
             out,
             "  {:>6}  {:<10} {:<16} {:>8}  RUNNER",
@@ -205,28 +236,14 @@ pub fn render(cfg: &RuntimeConfig, pool: Option<&str>) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let placeholder = SecretString::from("REDACTED-CREDENTIAL");
-    let credential = if cfg.uses_registration_token(&pool.name) {
-        Credential::RegistrationToken(placeholder)
-    } else {
-        Credential::Jit(placeholder)
-    };
-    let spec = RunnerSpec {
-        runner_name: pool_scheduler::marks::runner_name(
-            &pool.runner_name_prefix,
-            pool.vmid_start,
-            0,
-        ),
-        labels: pool.labels.clone(),
-        runner_user: pool.runner_user.clone(),
-        target_url: cfg.runner_url.clone(),
-        os: if pool.os == Os::Windows {
-            RenderOs::Windows
-        } else {
-            RenderOs::Linux
-        },
-        credential,
-    };
+    let runner_name =
+        pool_scheduler::marks::runner_name(&pool.runner_name_prefix, pool.vmid_start, 0);
+    let spec = crate::render::spec(
+        cfg,
+        pool,
+        &runner_name,
+        crate::render::placeholder_credential(cfg, pool),
+    );
     let result = match pool.injection {
         Injection::Snippet => crate::render::user_data(cfg, pool, &spec).map(|u| {
             format!(
@@ -236,20 +253,18 @@ pub fn render(cfg: &RuntimeConfig, pool: Option<&str>) -> ExitCode {
                 u.redacted()
             )
         }),
-        Injection::Agent => cloudinit_render::agent_payload(&spec)
-            .map_err(Into::into)
-            .map(|files| {
-                files
-                    .iter()
-                    .map(|f| {
-                        format!(
-                            "# agent/file-write {}\n<redacted: {} characters>\n",
-                            f.path,
-                            secrecy::ExposeSecret::expose_secret(&f.content).len()
-                        )
-                    })
-                    .collect::<String>()
-            }),
+        Injection::Agent => crate::render::agent_files(&spec).map(|files| {
+            files
+                .iter()
+                .map(|f| {
+                    format!(
+                        "# agent/file-write {}\n<redacted: {} characters>\n",
+                        f.path,
+                        secrecy::ExposeSecret::expose_secret(&f.content).len()
+                    )
+                })
+                .collect::<String>()
+        }),
     };
     match result {
         Ok(text) => {

@@ -280,9 +280,37 @@ impl RuntimeConfig {
                 let Some(path) = &pool.user_data_template else {
                     continue;
                 };
+                if pool.injection == Injection::Agent {
+                    // The image's path unit reads a JIT config written by the guest agent: the template
+                    // (a v0 pools file's, often with `${registration_token}`) has no part in that flow.
+                    warnings.push(format!(
+                        "pool {:?}: user_data_template {} is not used with agent injection (the VM gets a \
+                         JIT config through the guest agent)",
+                        pool.name,
+                        path.display()
+                    ));
+                    continue;
+                }
                 match std::fs::read_to_string(path) {
                     Ok(text) => match cloudinit_render::template_placeholders(&text) {
-                        Ok(_) => {
+                        Ok(names) => {
+                            let has = |n: &str| names.iter().any(|p| p == n);
+                            match (has("registration_token"), has("jit_config")) {
+                                (true, true) => errors.push(format!(
+                                    "pool {:?}: user_data_template {}: uses both ${{registration_token}} \
+                                     and ${{jit_config}}; a VM gets one credential: keep one of them",
+                                    pool.name,
+                                    path.display()
+                                )),
+                                (false, false) => errors.push(format!(
+                                    "pool {:?}: user_data_template {}: uses neither ${{jit_config}} nor \
+                                     ${{registration_token}}: a VM of this pool would never get a runner \
+                                     credential",
+                                    pool.name,
+                                    path.display()
+                                )),
+                                _ => {}
+                            }
                             let uses_registration_token =
                                 cloudinit_render::template_uses_registration_token(&text);
                             templates.insert(
@@ -483,8 +511,16 @@ mod tests {
             Some("127.0.0.1:9000".parse().unwrap_or_else(|e| panic!("{e}")))
         );
         assert!(cfg.webhook_secret.is_some());
-        assert!(cfg.templates.contains_key(&pool.name));
+        // Agent injection hands over a JIT config: the template is not used (and said so once).
+        assert!(!cfg.templates.contains_key(&pool.name));
         assert!(!cfg.uses_registration_token(&pool.name));
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("not used with agent injection")),
+            "{:?}",
+            cfg.warnings
+        );
         assert!(format!("{:?}", cfg.github).contains("acme"));
     }
 

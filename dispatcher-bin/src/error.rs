@@ -70,4 +70,40 @@ impl Error {
             Error::Render(_) | Error::NotOwned { .. } | Error::Cancelled => false,
         }
     }
+
+    /// For a failure that will repeat identically on every attempt (the configuration, a permission or the
+    /// cluster must change first), the bounded reason a pool is held for; `None` for transient failures
+    /// (5xx, timeouts, lock timeouts, connection errors, a taken VMID) that the ordinary back-off retries.
+    pub fn hold_reason(&self) -> Option<&'static str> {
+        match self {
+            Error::Render(_) => Some("render_error"),
+            Error::TemplateNotFound { .. } => Some("template_missing"),
+            Error::Snippet { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                Some("snippet_storage")
+            }
+            Error::Proxmox(e) => match e.status() {
+                Some(401 | 403) => Some("proxmox_permission"),
+                Some(400) => Some("proxmox_parameter"),
+                Some(501) => Some("proxmox_unsupported"),
+                _ => None,
+            },
+            Error::GitHub(e) => match e {
+                github_runners::Error::Auth(_) => Some("github_permission"),
+                github_runners::Error::Api { status, .. }
+                    if matches!(status, 401 | 403 | 404 | 422) =>
+                {
+                    Some("github_permission")
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }

@@ -29,6 +29,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod observe;
+pub mod pool_gate;
 pub mod provision;
 pub mod reconciler;
 pub mod render;

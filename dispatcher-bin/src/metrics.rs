@@ -165,6 +165,7 @@ struct VmTrack {
 struct Health {
     last_success: Option<Instant>,
     last_failure: Option<(Instant, String)>,
+    held: Vec<crate::pool_gate::HeldPool>,
 }
 
 type RateSource = Box<dyn Fn() -> Option<github_runners::RateLimitSnapshot> + Send + Sync>;
@@ -207,6 +208,7 @@ pub struct Metrics {
     unmatched_jobs: Gauge,
     pool_cap: Family<PoolLabel, Gauge>,
     pool_min_idle: Family<PoolLabel, Gauge>,
+    pool_held: Family<PoolReason, Gauge>,
     provisions_started: Family<PoolLabel, Counter>,
     provisions_succeeded: Family<PoolLabel, Counter>,
     provisions_failed: Family<PoolReason, Counter>,
@@ -318,6 +320,12 @@ impl Metrics {
             "A pool's min_idle (warm runners kept ready)",
             pool_min_idle.clone(),
         );
+        let pool_held = Family::<PoolReason, Gauge>::default();
+        registry.add(
+            "gha_pool_held",
+            "1 while a pool is held after a failure that repeats on every attempt (reason label)",
+            pool_held.clone(),
+        );
         let provisions_started = Family::<PoolLabel, Counter>::default();
         registry.add(
             "gha_provisions_started",
@@ -424,6 +432,7 @@ impl Metrics {
             unmatched_jobs,
             pool_cap,
             pool_min_idle,
+            pool_held,
             provisions_started,
             provisions_succeeded,
             provisions_failed,
@@ -522,21 +531,26 @@ impl Metrics {
         }
     }
 
+    /// The pools now held (replaces the previous set): `gha_pool_held` and the `/readyz` detail.
+    pub fn set_held(&self, held: Vec<crate::pool_gate::HeldPool>) {
+        self.pool_held.clear();
+        for h in &held {
+            self.pool_held
+                .get_or_create(&PoolReason {
+                    pool: h.pool.clone(),
+                    reason: h.reason.to_owned(),
+                })
+                .set(1);
+        }
+        lock(&self.health).held = held;
+    }
+
     /// A pass failed before acting (Proxmox or GitHub unreachable, rate limit…).
     pub fn pass_failed(&self, e: &Error) {
         self.passes
             .get_or_create(&ResultLabel { result: "error" })
             .inc();
-        let line = e.to_string();
-        let mut line = line.lines().next().unwrap_or_default().to_owned();
-        if line.len() > 300 {
-            let mut cut = 300;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line.truncate(cut);
-            line.push('…');
-        }
+        let line = crate::pool_gate::one_line(&e.to_string());
         lock(&self.health).last_failure = Some((Instant::now(), line));
     }
 
@@ -770,10 +784,16 @@ impl Metrics {
                 ok.elapsed().as_secs(),
                 poll_interval.as_secs()
             )),
-            Some(ok) => Ok(format!(
-                "last pass {:.1} s ago reached Proxmox and GitHub",
-                ok.elapsed().as_secs_f64()
-            )),
+            Some(ok) => {
+                let mut why = format!(
+                    "last pass {:.1} s ago reached Proxmox and GitHub",
+                    ok.elapsed().as_secs_f64()
+                );
+                for h in &health.held {
+                    why.push_str(&format!("; pool {} held ({})", h.pool, h.reason));
+                }
+                Ok(why)
+            }
         }
     }
 }
@@ -800,7 +820,8 @@ impl github_runners::RequestObserver for ApiObserver {
 
 /// Every family of issue 10, with its type, as scraped.
 #[cfg(test)]
-pub(crate) const FAMILIES: [(&str, &str); 19] = [
+pub(crate) const FAMILIES: [(&str, &str); 20] = [
+    ("gha_pool_held", "gauge"),
     ("gha_runner_vms", "gauge"),
     ("gha_queued_jobs", "gauge"),
     ("gha_pool_cap", "gauge"),

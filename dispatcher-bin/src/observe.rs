@@ -66,6 +66,17 @@ impl Observation {
             .collect()
     }
 
+    /// What a pool depends on in the cluster: the template VMs listed under its template name (node and
+    /// VMID). A held pool is tried again when this changes (e.g. the template was re-created).
+    pub fn template_fingerprint(&self, name: &str) -> String {
+        self.templates.get(name).map_or_else(String::new, |all| {
+            all.iter()
+                .map(|t| format!("{}/{}", t.node, t.vmid))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    }
+
     /// The template of that name on `node`, else the first one elsewhere (cloned with `target`).
     pub fn template_for(&self, name: &str, node: &str) -> Option<TemplateRef> {
         let all = self.templates.get(name)?;

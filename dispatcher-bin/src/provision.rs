@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use cloudinit_render::{Credential, Os as RenderOs, RunnerSpec};
+use cloudinit_render::Credential;
 use github_runners::JitRequest;
-use pool_scheduler::{Injection, Os, Pool, Start, marks};
+use pool_scheduler::{Injection, Pool, Start, marks};
 use proxmox_api::{CloneRequest, ConfigUpdate, NodeName, Tags, VmId};
 
 use crate::error::Error;
@@ -67,6 +67,9 @@ async fn steps(
     let (tpl_node, tpl_vmid) = ids(&template.node, template.vmid)?;
     let name = start.runner_name.as_str();
 
+    // 0. a render error would repeat on every VM: find it before anything is cloned or minted
+    crate::render::preflight(&rec.cfg, pool, name)?;
+
     // 1. credential ∥ clone
     let description =
         marks::description_marker(&pool.name, name, start.created_unix, &details(rec, start));
@@ -99,17 +102,7 @@ async fn steps(
     }
 
     // 2. configure: tags (+ the ready mark and cicustom in snippet mode: the VM is complete once started)
-    let spec = RunnerSpec {
-        runner_name: name.to_owned(),
-        labels: pool.labels.clone(),
-        runner_user: pool.runner_user.clone(),
-        target_url: rec.cfg.runner_url.clone(),
-        os: match pool.os {
-            Os::Windows => RenderOs::Windows,
-            _ => RenderOs::Linux,
-        },
-        credential: minted.credential,
-    };
+    let spec = crate::render::spec(&rec.cfg, pool, name, minted.credential);
     let mut tags = marks::managed_tags(&pool.name);
     let mut update = ConfigUpdate::default();
     if pool.injection == Injection::Snippet {
@@ -176,7 +169,7 @@ async fn steps(
                 pool = %pool.name, vmid = start.vmid, node = %start.node, runner = %name,
                 agent_wait_ms = boot_began.elapsed().as_millis() as u64, "guest agent answers"
             );
-            for file in cloudinit_render::agent_payload(&spec)? {
+            for file in crate::render::agent_files(&spec)? {
                 retry(|| {
                     rec.pve
                         .agent_file_write(&node, vmid, &file.path, &file.content)
@@ -217,21 +210,9 @@ fn details(rec: &Reconciler, start: &Start) -> String {
 
 async fn mint(rec: &Reconciler, pool: &Pool, name: &str) -> Result<Minted, Error> {
     if rec.cfg.uses_registration_token(&pool.name) {
-        let now = rec.clock.now_unix();
-        let cached = rec
-            .state()
-            .registration_token
-            .clone()
-            .filter(|(_, exp)| *exp > now + 300);
-        let token = match cached {
-            Some((t, _)) => t,
-            None => {
-                let t = rec.gh.registration_token().await?;
-                let exp = u64::try_from(t.expires_at.unix_timestamp()).unwrap_or(0);
-                rec.state().registration_token = Some((t.token.clone(), exp));
-                t.token
-            }
-        };
+        // One token per VM, never cached: a token can register any number of runners for an hour, so a
+        // token shared between VMs would let one job's code register runners with another VM's token.
+        let token = rec.gh.registration_token().await?.token;
         return Ok(Minted {
             credential: Credential::RegistrationToken(token),
             runner_id: None,

@@ -10,9 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use github_runners::GitHubRunners;
-use pool_scheduler::{InFlight, Observed, Op, Plan};
+use pool_scheduler::{DeleteReason, InFlight, Ledger, Observed, Op, Outcome, Plan};
 use proxmox_api::ProxmoxApi;
-use secrecy::SecretString;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::RuntimeConfig;
 use crate::error::Error;
 use crate::observe::{Observation, Observer};
+use crate::pool_gate::{Admission, HeldPool, PoolGates};
 
 /// Source of the current time (a seam for tests).
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -62,6 +62,9 @@ pub struct Tuning {
     pub max_backoff: Duration,
     /// How long a VMID found taken by someone else is avoided.
     pub taken_vmid_ttl: Duration,
+    /// How long a pool held after a failure that repeats on every attempt waits before one more attempt
+    /// (when its template did not change meanwhile).
+    pub hold_retry: Duration,
 }
 
 impl Default for Tuning {
@@ -77,6 +80,7 @@ impl Default for Tuning {
             pool_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
             taken_vmid_ttl: Duration::from_secs(600),
+            hold_retry: crate::pool_gate::HOLD_RETRY,
         }
     }
 }
@@ -102,23 +106,18 @@ pub struct PassReport {
 /// VM stopping; the poll would otherwise keep its slot for up to a whole interval).
 const FINISHING_RECHECK: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Default)]
-struct Backoff {
-    failures: u32,
-    until: Option<Instant>,
-}
-
 /// Mutable state of the loop: only what is in flight and what must not be repeated. Never held across an
 /// `.await`.
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    pub(crate) in_flight: BTreeMap<u32, InFlight>,
+    /// Work in flight, and provisions that finished but are not listed yet (they stay supply).
+    pub(crate) in_flight: Ledger,
     pub(crate) deregistering: HashSet<u64>,
     pub(crate) taken: BTreeMap<u32, Instant>,
-    pool_backoff: HashMap<String, Backoff>,
+    gates: PoolGates,
+    /// The numbers last logged per pool (the plan is logged when they change).
+    last_plan: HashMap<String, pool_scheduler::PoolNumbers>,
     logged_unmatched: HashSet<u64>,
-    logged_missing_template: HashSet<String>,
-    pub(crate) registration_token: Option<(SecretString, u64)>,
     /// Queued jobs announced by webhook deliveries (job id → repository `owner/name`), confirmed with
     /// `GET …/actions/jobs/{id}` by the next passes: demand the polls may not see (organisation scope without
     /// repositories to poll, or a repository outside that list).
@@ -236,7 +235,7 @@ impl Reconciler {
 
     /// Work in flight, as the planner sees it.
     pub fn in_flight(&self) -> Vec<InFlight> {
-        self.state().in_flight.values().cloned().collect()
+        self.state().in_flight.snapshot()
     }
 
     /// Provisions and deletions that failed since start (rolled back or left for a later pass).
@@ -253,9 +252,17 @@ impl Reconciler {
 
     /// Observes and plans without acting (`dispatcher plan`, `status`).
     pub async fn observe_and_plan(&self) -> Result<(Observation, Plan), Error> {
-        let in_flight = self.in_flight();
+        // The in-flight snapshot is taken before the VMs are listed (see `pool_scheduler::ledger`).
+        let (epoch, in_flight) = {
+            let mut st = self.state();
+            (st.in_flight.observation_started(), st.in_flight.snapshot())
+        };
         let taken: BTreeSet<u32> = self.live_taken_ids();
         let observation = self.observer.observe(self, in_flight, &taken).await?;
+        let listed: HashSet<u32> = observation.observed.vms.iter().map(|v| v.vmid).collect();
+        self.state()
+            .in_flight
+            .settle(epoch, |vmid| listed.contains(&vmid));
         let plan = pool_scheduler::plan(
             &self.cfg.pools,
             &observation.observed,
@@ -292,14 +299,19 @@ impl Reconciler {
                 tracing::info!(job = u.job_id, reason = %u.reason, "queued job not served by any pool");
             }
         }
-        drop(st);
+        // INFO only when a pool's decision or counts changed (or it starts VMs): a steady state logs nothing.
         for p in &plan.pools {
-            if p.to_start > 0 || p.demand > 0 || p.stopped > 0 || p.stale > 0 {
+            let changed = st.last_plan.get(&p.pool) != Some(p);
+            if changed || p.to_start > 0 {
                 tracing::info!(
                     pool = %p.pool, demand = p.demand, creating = p.creating, booting = p.booting,
-                    idle = p.idle, busy = p.busy, stopped = p.stopped, stale = p.stale, cap = p.cap,
-                    to_start = p.to_start, blocked_by = ?p.blocked_by, "plan"
+                    idle = p.idle, busy = p.busy, finishing = p.finishing, stopped = p.stopped,
+                    stale = p.stale, deleting = p.deleting, cap = p.cap, to_start = p.to_start,
+                    blocked_by = ?p.blocked_by, "plan"
                 );
+                st.last_plan.insert(p.pool.clone(), p.clone());
+            } else {
+                tracing::debug!(pool = %p.pool, demand = p.demand, to_start = p.to_start, "plan unchanged");
             }
         }
     }
@@ -320,21 +332,16 @@ impl Reconciler {
         if !self.cfg.pools.flags().disable_cleanup {
             for del in plan.deletes {
                 let registration = runners_by_name.get(del.name.as_str()).copied();
-                {
-                    let mut st = self.state();
-                    if st.in_flight.contains_key(&del.vmid) {
-                        continue;
-                    }
-                    st.in_flight.insert(
-                        del.vmid,
-                        InFlight {
-                            pool: del.pool.clone(),
-                            vmid: del.vmid,
-                            node: del.node.clone(),
-                            runner_name: del.name.clone(),
-                            op: Op::Delete,
-                        },
-                    );
+                let recorded = self.state().in_flight.begin(InFlight {
+                    pool: del.pool.clone(),
+                    vmid: del.vmid,
+                    node: del.node.clone(),
+                    runner_name: del.name.clone(),
+                    op: Op::Delete,
+                    stopped: del.reason == DeleteReason::Stopped,
+                });
+                if !recorded {
+                    continue;
                 }
                 report.deleting += 1;
                 let this = Arc::clone(self);
@@ -345,7 +352,7 @@ impl Reconciler {
                     if !crate::deprovision::delete_vm(&this, &del, registration).await {
                         this.failed.fetch_add(1, Ordering::Relaxed);
                     }
-                    this.state().in_flight.remove(&vmid);
+                    this.state().in_flight.finish(vmid, Outcome::Gone);
                     this.trigger();
                 });
             }
@@ -369,41 +376,34 @@ impl Reconciler {
             let Some(pool) = self.cfg.pools.pool(&start.pool).cloned() else {
                 continue;
             };
-            if self.in_backoff(&pool.name) {
+            let fingerprint = observation.template_fingerprint(&pool.template);
+            let admission = self
+                .state()
+                .gates
+                .admit(&pool.name, &fingerprint, Instant::now());
+            if admission != Admission::Open {
                 report.held += 1;
                 continue;
             }
             let Some(template) = observation.template_for(&pool.template, &start.node) else {
                 report.held += 1;
-                if self
-                    .state()
-                    .logged_missing_template
-                    .insert(pool.name.clone())
-                {
-                    let e = Error::TemplateNotFound {
-                        pool: pool.name.clone(),
-                        template: pool.template.clone(),
-                    };
-                    tracing::error!(pool = %pool.name, "{e}");
-                }
+                let e = Error::TemplateNotFound {
+                    pool: pool.name.clone(),
+                    template: pool.template.clone(),
+                };
+                self.record_failure(&pool.name, &e, &fingerprint);
                 continue;
             };
-            self.state().logged_missing_template.remove(&pool.name);
-            {
-                let mut st = self.state();
-                if st.in_flight.contains_key(&start.vmid) {
-                    continue;
-                }
-                st.in_flight.insert(
-                    start.vmid,
-                    InFlight {
-                        pool: start.pool.clone(),
-                        vmid: start.vmid,
-                        node: start.node.clone(),
-                        runner_name: start.runner_name.clone(),
-                        op: Op::Provision,
-                    },
-                );
+            let recorded = self.state().in_flight.begin(InFlight {
+                pool: start.pool.clone(),
+                vmid: start.vmid,
+                node: start.node.clone(),
+                runner_name: start.runner_name.clone(),
+                op: Op::Provision,
+                stopped: false,
+            });
+            if !recorded {
+                continue;
             }
             report.started += 1;
             self.metrics
@@ -416,19 +416,22 @@ impl Reconciler {
                 // waiting for a guest to boot must not keep other VMs from being cloned.
                 let result = crate::provision::provision(&this, &pool, &start, template).await;
                 this.metrics.provision_finished(&start, &result);
+                let outcome = if result.is_ok() { Outcome::Provisioned } else { Outcome::Gone };
                 match result {
                     Ok(()) => this.record_success(&pool_name),
                     Err(Error::VmidTaken { vmid, message }) => {
                         tracing::warn!(pool = %pool_name, vmid, "VMID taken ({message}); the next pass takes another id");
-                        this.state().taken.insert(vmid, Instant::now() + this.tuning.taken_vmid_ttl);
+                        let mut st = this.state();
+                        st.taken.insert(vmid, Instant::now() + this.tuning.taken_vmid_ttl);
+                        st.gates.inconclusive(&pool_name);
                     }
-                    Err(Error::Cancelled) => {}
+                    Err(Error::Cancelled) => this.state().gates.inconclusive(&pool_name),
                     Err(e) => {
                         tracing::error!(pool = %pool_name, vmid, error = %e, "provision failed and was rolled back");
-                        this.record_failure(&pool_name);
+                        this.record_failure(&pool_name, &e, &fingerprint);
                     }
                 }
-                this.state().in_flight.remove(&vmid);
+                this.state().in_flight.finish(vmid, outcome);
                 this.trigger();
             });
         }
@@ -457,35 +460,33 @@ impl Reconciler {
         (global, per_node)
     }
 
-    fn in_backoff(&self, pool: &str) -> bool {
-        self.state()
-            .pool_backoff
-            .get(pool)
-            .and_then(|b| b.until)
-            .is_some_and(|until| until > Instant::now())
-    }
-
     fn record_success(&self, pool: &str) {
-        self.state().pool_backoff.remove(pool);
+        let mut st = self.state();
+        st.gates.success(pool);
+        self.metrics.set_held(st.gates.held());
     }
 
-    fn record_failure(&self, pool: &str) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
+    /// The pools held after a failure that repeats on every attempt.
+    pub fn held_pools(&self) -> Vec<HeldPool> {
+        self.state().gates.held()
+    }
+
+    fn record_failure(&self, pool: &str, error: &Error, fingerprint: &str) {
+        // A missing template made no attempt (nothing was cloned); anything else is a failed provision.
+        if !matches!(error, Error::TemplateNotFound { .. }) {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
         let mut st = self.state();
-        let b = st.pool_backoff.entry(pool.to_owned()).or_default();
-        b.failures = b.failures.saturating_add(1);
-        let delay = backoff_delay(
+        st.gates.failure(
+            pool,
+            error,
+            fingerprint,
+            Instant::now(),
             self.tuning.pool_backoff,
             self.tuning.max_backoff,
-            b.failures,
+            self.tuning.hold_retry,
         );
-        b.until = Some(Instant::now() + delay);
-        tracing::warn!(
-            pool,
-            failures = b.failures,
-            backoff_s = delay.as_secs_f32(),
-            "pool provisions paused after a failure"
-        );
+        self.metrics.set_held(st.gates.held());
     }
 
     /// The service loop: a pass at every poll interval and whenever something finished or a webhook

@@ -22,7 +22,7 @@
 //! * power `Stopped` and confirmed by `status/current` → [`Phase::Stopped`];
 //! * registration online, not busy → [`Phase::Idle`], or `Stale(MaxLifetime)` once age ≥ `max_lifetime`;
 //! * not tagged `ghr-ready`: locked (any lock, e.g. `clone`) → `Creating` until age ≥ `boot_timeout`, then
-//!   `Stale(BootTimeout)`; unlocked → `Creating` for [`HALF_MADE_GRACE_SECS`], then `Stale(HalfMade)` (a clone
+//!   `Stale(BootTimeout)`; unlocked → `Stale(HalfMade)` after [`HALF_MADE_GRACE_SECS`] (none: a clone
 //!   finished after the dispatcher died: it will never get a credential);
 //! * ready, registration exists but offline → `Booting` until age ≥ `boot_timeout`, then `Stale(BootTimeout)`;
 //! * ready, no registration with its name → `Booting` (a registration-token runner registers itself while
@@ -36,10 +36,13 @@ use crate::fxhash::{self, FxHashMap};
 use crate::marks;
 use crate::observed::{ObservedVm, Op, Power, RunnerReg};
 
-/// How long an owned, unlocked, not-ready VM outside any in-flight work stays `Creating` (seconds). A
-/// provision in flight is never half-made (the dispatcher reports its work), so only a VM left by a crashed
-/// dispatcher reaches this; the grace only absorbs clock skew.
-pub const HALF_MADE_GRACE_SECS: u64 = 60;
+/// How long an owned, unlocked, not-ready VM outside any in-flight work stays `Creating` (seconds): none.
+/// A provision in flight is never half-made (the dispatcher reports its work, and keeps reporting a finished
+/// provision until a listing shows it, see [`crate::ledger`]), so only a VM whose provision was cut by a
+/// crash or restart reaches this — it will never get a credential, and holds a slot while jobs queue: it is
+/// replaced at once. (Consequence: `dispatcher once` must not run beside a running service of the same
+/// instance; `plan` and `status` only read.)
+pub const HALF_MADE_GRACE_SECS: u64 = 0;
 /// How long after the first sighting of a ready VM without a registration it becomes `RunnerVanished`.
 pub const VANISHED_GRACE_SECS: u64 = 120;
 /// Minimum age (from the name) of a registration without a VM before it is removed. A clone's VMID is listed

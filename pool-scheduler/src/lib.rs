@@ -33,6 +33,7 @@ pub mod config;
 mod duration;
 pub mod error;
 mod fxhash;
+pub mod ledger;
 pub mod marks;
 pub mod matching;
 pub mod observed;
@@ -47,6 +48,7 @@ pub use config::{
 };
 pub use duration::parse_duration;
 pub use error::{Error, Location, Problem, ProblemKind, Warning};
+pub use ledger::{Ledger, Outcome};
 pub use marks::Marker;
 pub use matching::{MatchResult, is_github_hosted_label, match_job};
 pub use observed::{InFlight, Job, NodeInfo, Observed, ObservedVm, Op, Power, RunnerReg};

@@ -102,6 +102,11 @@ pub struct InFlight {
     pub runner_name: String,
     /// What is being done.
     pub op: Op,
+    /// `Delete` only: the VM was confirmed stopped when its deletion began, so it no longer holds a slot of
+    /// the caps. A deletion of a running VM (stale, idle surplus) keeps counting until it is gone: the VM
+    /// runs until the stop task ends.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 /// A cluster node.

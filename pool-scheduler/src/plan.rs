@@ -191,7 +191,8 @@ pub struct PoolNumbers {
     pub stale: u32,
     /// VMs the dispatcher is deleting.
     pub deleting: u32,
-    /// VMs counted toward the caps (every owned VM but stopped and deleting ones, plus unlisted provisions).
+    /// VMs counted toward the caps: every owned VM but stopped ones and deletions of stopped VMs, plus
+    /// provisions not listed yet.
     pub active: u32,
     /// `max_runners` (0 = unlimited).
     pub cap: u32,
@@ -385,7 +386,12 @@ pub fn plan(config: &Config, observed: &Observed, now_unix: u64) -> Plan {
         };
         let phase = classify(vm, &owned, pool, &runners, ctx, now_unix);
         tally[owned.pool].add(phase);
-        if phase.counts_toward_caps() {
+        // A VM being deleted runs until its stop task ends: it keeps its slot unless it was stopped already.
+        let deleting_running = phase == Phase::Deleting && flight.is_some_and(|f| !f.stopped);
+        if deleting_running {
+            tally[owned.pool].active += 1;
+        }
+        if phase.counts_toward_caps() || deleting_running {
             *node_load.entry(vm.node.as_str()).or_default() += 1;
         }
         if phase == Phase::Idle

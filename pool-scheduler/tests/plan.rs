@@ -152,7 +152,7 @@ fn classify_phases() {
     let name = |vmid| p.runner_name(vmid, young);
     let none = VmContext::default();
 
-    // Creating: in flight (even stopped and old), locked clone, or not yet ready within the grace
+    // Creating: in flight (even stopped and old) or a locked clone; not ready otherwise is half-made
     let vm = our_vm(p, 201, NOW - 5000, false, Power::Stopped);
     let ctx = VmContext {
         in_flight: Some(Op::Provision),
@@ -164,7 +164,10 @@ fn classify_phases() {
     vm.lock = Some("clone".into());
     assert_eq!(phase_of(&c, &vm, &[], none), Phase::Creating);
     let vm = our_vm(p, 201, young, false, Power::Running);
-    assert_eq!(phase_of(&c, &vm, &[], none), Phase::Creating);
+    assert_eq!(
+        phase_of(&c, &vm, &[], none),
+        Phase::Stale(StaleReason::HalfMade)
+    );
 
     // Booting: ready, registration offline (JIT) or not there yet (registration token)
     let vm = our_vm(p, 201, young, true, Power::Running);
@@ -276,8 +279,19 @@ fn classify_stale_reasons() {
         phase_of(&c, &vm, &[], none),
         Phase::Stale(StaleReason::HalfMade)
     );
-    let vm = our_vm(p, 201, NOW - g + 1, false, Power::Running);
-    assert_eq!(phase_of(&c, &vm, &[], none), Phase::Creating);
+    // … right away (the grace is 0): a provision in flight is reported, so this one was cut by a restart
+    assert_eq!(g, 0);
+    let vm = our_vm(p, 201, NOW, false, Power::Running);
+    assert_eq!(
+        phase_of(&c, &vm, &[], none),
+        Phase::Stale(StaleReason::HalfMade)
+    );
+    // … but never while the dispatcher reports work on it
+    let busy = VmContext {
+        in_flight: Some(Op::Provision),
+        vanished_since: None,
+    };
+    assert_eq!(phase_of(&c, &vm, &[], busy), Phase::Creating);
     // … but an online runner on it is used, not killed
     let n = p.runner_name(201, NOW - g);
     let vm = our_vm(p, 201, NOW - g, false, Power::Running);
@@ -291,26 +305,22 @@ fn classify_stale_reasons() {
 fn age_falls_back_to_marker_then_uptime() {
     let c = two_pools();
     let p = &c.pools()[0];
-    let mut vm = our_vm(p, 201, NOW, false, Power::Running);
+    // A ready VM without a registration boots until `boot_timeout` from its age.
+    let boot = p.boot_timeout.as_secs();
+    let mut vm = our_vm(p, 201, NOW, true, Power::Running);
     vm.name = Some("small-201".into()); // prefixed but not a runner name: age unknown from the name
+    assert_eq!(phase_of(&c, &vm, &[], VmContext::default()), Phase::Booting);
+    vm.uptime_secs = Some(boot + 1);
     assert_eq!(
         phase_of(&c, &vm, &[], VmContext::default()),
-        Phase::Creating
-    );
-    vm.uptime_secs = Some(10_000);
-    assert_eq!(
-        phase_of(&c, &vm, &[], VmContext::default()),
-        Phase::Stale(StaleReason::HalfMade)
+        Phase::Stale(StaleReason::RunnerVanished)
     );
     vm.marker = Some(pool_scheduler::Marker {
         pool: "small".into(),
         runner: "small-201".into(),
         created: NOW - 5,
     });
-    assert_eq!(
-        phase_of(&c, &vm, &[], VmContext::default()),
-        Phase::Creating
-    );
+    assert_eq!(phase_of(&c, &vm, &[], VmContext::default()), Phase::Booting);
 }
 
 // ---- plan ----------------------------------------------------------------------------------------------------
@@ -428,6 +438,7 @@ fn busy_in_flight_locked_and_unconfirmed_vms_are_never_deleted() {
                 node: "pve1".into(),
                 runner_name: small.runner_name(201, old),
                 op: Op::Delete,
+                stopped: true,
             },
             InFlight {
                 pool: "small".into(),
@@ -435,6 +446,7 @@ fn busy_in_flight_locked_and_unconfirmed_vms_are_never_deleted() {
                 node: "pve1".into(),
                 runner_name: small.runner_name(203, old),
                 op: Op::Provision,
+                stopped: false,
             },
         ],
         ..Observed::default()
@@ -444,6 +456,13 @@ fn busy_in_flight_locked_and_unconfirmed_vms_are_never_deleted() {
     let n = &p.pools[0];
     assert_eq!((n.busy, n.deleting, n.stopped, n.creating), (1, 1, 1, 1));
     assert_eq!(n.active, 2, "busy + creating count toward caps");
+
+    // The deletion of a VM that still runs keeps its slot until it is gone.
+    let mut running_delete = observed.clone();
+    running_delete.vms[1].power = Power::Running;
+    running_delete.in_flight[0].stopped = false;
+    let n = &plan(&c, &running_delete, NOW).pools[0];
+    assert_eq!((n.deleting, n.active), (1, 3));
 }
 
 #[test]
@@ -522,6 +541,7 @@ fn vmids_are_allocated_cluster_wide() {
             node: "pve1".into(),
             runner_name: small.runner_name(202, NOW),
             op: Op::Provision,
+            stopped: false,
         }],
         jobs: (1..=3).map(|i| job(i, &["linux"], NOW)).collect(),
         ..Observed::default()
@@ -545,9 +565,9 @@ fn nodes_are_spread_fewest_vms_then_most_free_memory() {
           "nodes": ["n1", "n2", "n3", "n4"] }
     ]}));
     let a = &c.pools()[0];
-    let mut vm1 = our_vm(a, 200, NOW - 10, false, Power::Running);
+    let mut vm1 = our_vm(a, 200, NOW - 10, true, Power::Running);
     vm1.node = "n1".into();
-    let mut vm2 = our_vm(a, 201, NOW - 10, false, Power::Running);
+    let mut vm2 = our_vm(a, 201, NOW - 10, true, Power::Running);
     vm2.node = "n1".into();
     let mut stopped = our_vm(a, 202, NOW - 10, true, Power::Stopped);
     stopped.node = "n2".into(); // stopped VMs do not load a node
@@ -580,7 +600,7 @@ fn nodes_are_spread_fewest_vms_then_most_free_memory() {
     };
     let p = plan(&c, &observed, NOW);
     let nodes: Vec<&str> = p.starts.iter().map(|s| s.node.as_str()).collect();
-    // 5 wanted (7 jobs - 2 creating): n3 (0 VMs, more memory), n2 (0), n3 (1, more memory), n2, then n1/n2/n3 tie at 2 → n1 (most memory)
+    // 5 wanted (7 jobs - 2 booting): n3 (0 VMs, more memory), n2 (0), n3 (1, more memory), n2, then n1/n2/n3 tie at 2 → n1 (most memory)
     assert_eq!(nodes, ["n3", "n2", "n3", "n2", "n1"]);
 
     // every node offline → nothing starts, blocked
@@ -621,6 +641,7 @@ fn deregistration_rules() {
             node: "pve1".into(),
             runner_name: small.runner_name(204, old),
             op: Op::Provision,
+            stopped: false,
         }],
         ..Observed::default()
     };

@@ -437,6 +437,7 @@ proptest! {
                     node: s.node.clone(),
                     runner_name: s.runner_name.clone(),
                     op: Op::Provision,
+                stopped: false,
                 });
             } else {
                 o.vms.push(ObservedVm {

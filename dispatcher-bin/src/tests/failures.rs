@@ -33,9 +33,19 @@ fn assert_nothing_left(h: &Harness) {
     );
 }
 
-/// After the pool's (test-short) back-off the job is served by a new attempt.
+/// A failure that repeats on every attempt holds the pool: the next pass starts nothing, and the reason
+/// is reported.
+async fn assert_held(h: &Harness, reason: &str) {
+    let report = h.pass().await;
+    assert_eq!((report.started, report.held), (0, 1), "{report:?}");
+    let held = h.rec.held_pools();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].reason, reason);
+}
+
+/// After the pool's (test-short) back-off or hold the job is served by a new attempt.
 async fn retry_succeeds(h: &Harness) {
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
     let report = h.pass().await;
     assert_eq!(report.started, 1, "{report:?}");
     let w = h.fake.world();
@@ -66,6 +76,7 @@ async fn clone_refused_leaves_nothing() {
         assert_eq!(w.count("generate_jit_config"), 1);
     }
     assert_nothing_left(&h);
+    assert_held(&h, "proxmox_permission").await;
     retry_succeeds(&h).await;
 }
 
@@ -137,6 +148,7 @@ async fn start_refused_rolls_back_vm_snippet_and_registration() {
         assert_eq!(w.deletes, vec![(200, true, true)]);
     }
     assert_nothing_left(&h);
+    assert_held(&h, "proxmox_permission").await;
     retry_succeeds(&h).await;
 }
 
@@ -312,6 +324,7 @@ async fn refused_configuration_removes_the_clone_the_snippet_and_the_registratio
         assert_eq!(w.deletes, vec![(200, true, true)]);
     }
     assert_nothing_left(&h);
+    assert_held(&h, "proxmox_parameter").await;
     retry_succeeds(&h).await;
 }
 
@@ -335,6 +348,7 @@ async fn refused_agent_file_write_rolls_back_the_running_vm() {
         assert_eq!(w.deletes, vec![(200, true, true)]);
     }
     assert_nothing_left(&h);
+    assert_held(&h, "proxmox_permission").await;
     retry_succeeds(&h).await;
 }
 

@@ -48,6 +48,7 @@ pub fn tuning() -> Tuning {
         min_pass_gap: Duration::ZERO,
         shutdown_grace: Duration::from_secs(2),
         pool_backoff: Duration::from_millis(1),
+        hold_retry: Duration::from_millis(40),
         max_backoff: Duration::from_millis(5),
         taken_vmid_ttl: Duration::from_secs(600),
     }
