@@ -76,7 +76,7 @@ impl PoolGates {
                 return Admission::Held;
             }
             tracing::info!(
-                pool,
+                pool = %pool,
                 reason = hold.reason,
                 "held pool: {}; trying one provision again",
                 if expired {
@@ -129,7 +129,7 @@ impl PoolGates {
                 .is_some_and(|h| h.reason == reason && h.message == message);
             if !repeated {
                 tracing::error!(
-                    pool,
+                    pool = %pool,
                     reason,
                     error = %message,
                     retry_in_s = hold_retry.as_secs(),
@@ -148,7 +148,7 @@ impl PoolGates {
         let delay = crate::reconciler::backoff_delay(base, max, gate.failures);
         gate.until = Some(now + delay);
         tracing::warn!(
-            pool,
+            pool = %pool,
             failures = gate.failures,
             backoff_s = delay.as_secs_f32(),
             "pool provisions paused after a failure"

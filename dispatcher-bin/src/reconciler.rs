@@ -299,10 +299,10 @@ impl Reconciler {
                 tracing::info!(job = u.job_id, reason = %u.reason, "queued job not served by any pool");
             }
         }
-        // INFO only when a pool's decision or counts changed (or it starts VMs): a steady state logs nothing.
+        // INFO only when a pool's decision or counts changed: a steady state (even one held by a back-off)
+        // logs nothing; the starts themselves are logged by the executors.
         for p in &plan.pools {
-            let changed = st.last_plan.get(&p.pool) != Some(p);
-            if changed || p.to_start > 0 {
+            if st.last_plan.get(&p.pool) != Some(p) {
                 tracing::info!(
                     pool = %p.pool, demand = p.demand, creating = p.creating, booting = p.booting,
                     idle = p.idle, busy = p.busy, finishing = p.finishing, stopped = p.stopped,

@@ -36,6 +36,7 @@ mod github;
 mod guest;
 mod handles;
 mod pve;
+pub mod scenario;
 mod schema;
 mod server;
 mod world;

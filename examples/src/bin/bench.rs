@@ -1,20 +1,27 @@
-//! The headline benchmark: a burst of 30 jobs against the simulator with realistic delays (clone 2 s,
-//! start 1 s, boot 8 s, job 5 s, pvestatd every 10 s), served by the real `dispatcher` binary as a process.
+//! The headline benchmark: the real `dispatcher` binary, as a process, against the simulator with realistic
+//! delays (clone 2 s, start 1 s, boot 8 s, job 5 s, `/cluster/resources` names and status refreshed every
+//! 10 s). Two scenarios:
+//!
+//! * **burst** — 30 jobs queued at once for the default single-node pool (snippet injection);
+//! * **two-node** — 12 jobs for two pools of 3 VMs each (`max_runners: 3`), one pool per node (snippet
+//!   injection on the first, guest-agent injection on the second: the snippet storage is node-local).
 //!
 //! ```text
 //! cargo run --release -p examples --bin bench [-- --idle-seconds 60 --jobs 30 --poll-interval 15]
 //! ```
 //!
-//! The 30 jobs are queued, then the dispatcher starts (so its first pass sees them all: the figures are
-//! the provisioning pipeline, not the phase of the poll timer — a webhook gives the same start). Printed:
-//! queued → job started (p50/p95/max), time until every job started, Proxmox and GitHub requests per job,
-//! GitHub requests counted against the rate limit per idle minute, and the dispatcher's peak RSS.
+//! The jobs are queued, then the dispatcher starts (so its first pass sees them all: the figures are the
+//! provisioning pipeline, not the phase of the poll timer — a webhook gives the same start). Printed per
+//! scenario: queued → job started (p50/p95/max), time until every job started and until every VM is gone,
+//! VMs created per job, Proxmox and GitHub requests per job (GitHub: all / counted against the rate limit),
+//! and the requests by endpoint; after the burst, GitHub requests per idle minute and the peak RSS.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tests::dispatcher::{DispatcherProcess, sim_env};
-use tests::{JobSpec, JobStatus, Service, Sim, SimConfig};
+use tests::{JobSpec, JobStatus, Service, Sim, SimConfig, VmEventKind};
 
 struct Args {
     jobs: usize,
@@ -55,10 +62,121 @@ async fn main() -> ExitCode {
     }
 }
 
+/// What one scenario measured.
+struct Figures {
+    jobs: usize,
+    waits: Vec<f64>,
+    all_started: Duration,
+    drained: Duration,
+    vms_created: usize,
+    pve: u64,
+    gh: u64,
+    gh_budgeted: u64,
+    by_endpoint: BTreeMap<(Service, String, String), u64>,
+    idle: Option<(u64, u64)>,
+    rss_kib: Option<u64>,
+}
+
+impl Figures {
+    fn pct(&self, p: f64) -> f64 {
+        self.waits
+            .get(((self.waits.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    }
+
+    fn per_job(&self, x: u64) -> f64 {
+        x as f64 / self.jobs.max(1) as f64
+    }
+}
+
 async fn run() -> Result<(), String> {
     let args = args()?;
     // Build (or find) the binary first: the clock below must not include a compile.
     tests::dispatcher::dispatcher_binary()?;
+
+    let burst = scenario(&args, Scenario::Burst).await?;
+    let two_node = scenario(&args, Scenario::TwoNode).await?;
+
+    println!(
+        "| metric | burst ({} jobs, 1 node) | two-node (12 jobs, caps 3 + 3) |",
+        burst.jobs
+    );
+    println!("|---|---|---|");
+    let row = |name: &str, f: &dyn Fn(&Figures) -> String| {
+        println!("| {name} | {} | {} |", f(&burst), f(&two_node));
+    };
+    row("queued → job started, p50", &|f| {
+        format!("{:.1} s", f.pct(0.5))
+    });
+    row("queued → job started, p95", &|f| {
+        format!("{:.1} s", f.pct(0.95))
+    });
+    row("queued → job started, max", &|f| {
+        format!("{:.1} s", f.waits.last().copied().unwrap_or(f64::NAN))
+    });
+    row("time until every job started", &|f| {
+        format!("{:.1} s", f.all_started.as_secs_f64())
+    });
+    row("time until all done and every VM deleted", &|f| {
+        format!("{:.1} s", f.drained.as_secs_f64())
+    });
+    row("VMs created per job", &|f| {
+        format!("{:.2}", f.per_job(f.vms_created as u64))
+    });
+    row("Proxmox requests per job", &|f| {
+        format!("{:.1}", f.per_job(f.pve))
+    });
+    row(
+        "GitHub requests per job (all / counted against the rate limit)",
+        &|f| format!("{:.1} / {:.1}", f.per_job(f.gh), f.per_job(f.gh_budgeted)),
+    );
+    if let Some((total, budgeted)) = burst.idle {
+        let per_minute = |x: u64| x as f64 * 60.0 / args.idle_seconds.max(1) as f64;
+        println!(
+            "| GitHub requests per idle minute (all / counted against the rate limit), POLL_INTERVAL={} | {:.1} / {:.1} | |",
+            args.poll_interval,
+            per_minute(total),
+            per_minute(budgeted)
+        );
+    }
+    println!(
+        "| dispatcher peak RSS | {} | |",
+        burst.rss_kib.map_or_else(
+            || "n/a".to_owned(),
+            |k| format!("{:.1} MiB", k as f64 / 1024.0)
+        )
+    );
+
+    for (title, f) in [("burst", &burst), ("two-node", &two_node)] {
+        println!();
+        println!("Requests per job by endpoint, {title}:");
+        println!();
+        println!("| service | request | per job |");
+        println!("|---|---|---|");
+        let mut rows: Vec<_> = f.by_endpoint.iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for ((service, method, endpoint), n) in rows {
+            println!(
+                "| {} | {method} {endpoint} | {:.2} |",
+                match service {
+                    Service::Pve => "Proxmox",
+                    Service::GitHub => "GitHub",
+                },
+                f.per_job(*n)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Burst,
+    TwoNode,
+}
+
+async fn scenario(args: &Args, which: Scenario) -> Result<Figures, String> {
     let cfg = SimConfig::realistic();
     let sim = Sim::start(cfg.clone())
         .await
@@ -66,15 +184,40 @@ async fn run() -> Result<(), String> {
     let mut env = sim_env(&sim, &cfg);
     env.retain(|(k, _)| k != "POLL_INTERVAL");
     env.push(("POLL_INTERVAL".to_owned(), args.poll_interval.to_string()));
-    env.push(("RUNNER_LABELS".to_owned(), "linux,x64".to_owned()));
-    env.push(("RUNNER_ID_END".to_owned(), "399".to_owned()));
-
-    let specs: Vec<JobSpec> = (0..args.jobs)
-        .map(|i| JobSpec::new(&format!("job-{i}"), &["self-hosted", "linux", "x64"]))
-        .collect();
-    sim.github().queue_run("NREL/EnergyPlus", specs);
-    let pve_before = sim.total_requests(Service::Pve);
-    let gh_before = sim.total_requests(Service::GitHub);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (jobs, prefixes): (usize, &[&str]) = match which {
+        Scenario::Burst => {
+            env.push(("RUNNER_LABELS".to_owned(), "linux,x64".to_owned()));
+            env.push(("RUNNER_ID_END".to_owned(), "399".to_owned()));
+            let specs: Vec<JobSpec> = (0..args.jobs)
+                .map(|i| JobSpec::new(&format!("job-{i}"), &["self-hosted", "linux", "x64"]))
+                .collect();
+            sim.github().queue_run("NREL/EnergyPlus", specs);
+            (args.jobs, &["gh-runner-"])
+        }
+        Scenario::TwoNode => {
+            let path = dir.path().join("runner-pools.json");
+            std::fs::write(
+                &path,
+                r#"{"pools": [
+  {"name": "a", "node": "pve1", "template": "ubuntu-2404-runner-template", "labels": ["linux", "x64", "a"],
+   "vmid_start": 200, "vmid_end": 299, "runner_name_prefix": "a-", "max_runners": 3},
+  {"name": "b", "node": "pve2", "template": "ubuntu-2404-runner-template", "labels": ["linux", "x64", "b"],
+   "vmid_start": 300, "vmid_end": 399, "runner_name_prefix": "b-", "max_runners": 3, "injection": "agent"}
+]}"#,
+            )
+            .map_err(|e| e.to_string())?;
+            env.push(("RUNNER_POOLS_CONFIG".to_owned(), path.display().to_string()));
+            for pool in ["a", "b"] {
+                let specs: Vec<JobSpec> = (0..6)
+                    .map(|i| JobSpec::new(&format!("{pool}-{i}"), &["self-hosted", "linux", pool]))
+                    .collect();
+                sim.github().queue_run("NREL/EnergyPlus", specs);
+            }
+            (12, &["a-", "b-"])
+        }
+    };
+    let before = sim.requests();
     let budget_before = sim.github().budgeted_requests();
 
     let mut proc = DispatcherProcess::spawn(&["run"], &env)?;
@@ -83,84 +226,85 @@ async fn run() -> Result<(), String> {
         s.github().jobs().iter().all(|j| j.started.is_some())
     })
     .await?;
-    let all_started_after = began.elapsed();
+    let all_started = began.elapsed();
     wait(&sim, &mut proc, Duration::from_secs(300), |s| {
-        s.github().all_jobs_completed() && s.pve().vms_with_prefix("gh-runner-").is_empty()
+        s.github().all_jobs_completed()
+            && prefixes
+                .iter()
+                .all(|p| s.pve().vms_with_prefix(p).is_empty())
     })
     .await?;
-    let drained_after = began.elapsed();
-    let pve_requests = sim.total_requests(Service::Pve) - pve_before;
-    let gh_requests = sim.total_requests(Service::GitHub) - gh_before;
+    let drained = began.elapsed();
+    let after = sim.requests();
     let gh_budgeted = sim.github().budgeted_requests() - budget_before;
+    let mut by_endpoint: BTreeMap<(Service, String, String), u64> = BTreeMap::new();
+    for (k, n) in &after {
+        let n = n - before.get(k).copied().unwrap_or(0);
+        if n > 0 {
+            *by_endpoint
+                .entry((k.service, k.method.clone(), k.endpoint.clone()))
+                .or_default() += n;
+        }
+    }
+    let total = |s: Service| -> u64 {
+        by_endpoint
+            .iter()
+            .filter(|((svc, _, _), _)| *svc == s)
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let vms_created = sim
+        .pve()
+        .events()
+        .iter()
+        .filter(|e| e.kind == VmEventKind::Created)
+        .filter(|e| {
+            e.name
+                .as_deref()
+                .is_some_and(|n| prefixes.iter().any(|p| n.starts_with(p)))
+        })
+        .count();
 
-    // Idle: nothing queued, nothing running. What does a quiet repository cost?
-    let idle_budget_before = sim.github().budgeted_requests();
-    let idle_gh_before = sim.total_requests(Service::GitHub);
-    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
-    let idle_budgeted = sim.github().budgeted_requests() - idle_budget_before;
-    let idle_total = sim.total_requests(Service::GitHub) - idle_gh_before;
-    let rss = proc.peak_rss_kib();
+    // Idle (burst only): nothing queued, nothing running. What does a quiet repository cost?
+    let idle = if which == Scenario::Burst {
+        let budget_before = sim.github().budgeted_requests();
+        let gh_before = sim.total_requests(Service::GitHub);
+        tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+        Some((
+            sim.total_requests(Service::GitHub) - gh_before,
+            sim.github().budgeted_requests() - budget_before,
+        ))
+    } else {
+        None
+    };
+    let rss_kib = proc.peak_rss_kib();
     if let Some(status) = proc.exited() {
         return Err(format!("the dispatcher exited on its own ({status})"));
     }
     proc.terminate(Duration::from_secs(30));
 
-    let jobs = sim.github().jobs();
-    let mut waits: Vec<f64> = jobs
+    let mut waits: Vec<f64> = sim
+        .github()
+        .jobs()
         .iter()
         .filter_map(|j| Some((j.started? - j.queued.unwrap_or(j.created)).as_secs_f64()))
         .collect();
     waits.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        waits
-            .get(((waits.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
+    let figures = Figures {
+        jobs,
+        waits,
+        all_started,
+        drained,
+        vms_created,
+        pve: total(Service::Pve),
+        gh: total(Service::GitHub),
+        gh_budgeted,
+        by_endpoint,
+        idle,
+        rss_kib,
     };
-    let n = args.jobs as f64;
-    let per_minute = |x: u64| x as f64 * 60.0 / args.idle_seconds.max(1) as f64;
-
-    println!("| metric | value |");
-    println!("|---|---|");
-    println!("| jobs in the burst | {} |", args.jobs);
-    println!("| queued → job started, p50 | {:.1} s |", pct(0.5));
-    println!("| queued → job started, p95 | {:.1} s |", pct(0.95));
-    println!(
-        "| queued → job started, max | {:.1} s |",
-        waits.last().copied().unwrap_or(f64::NAN)
-    );
-    println!(
-        "| time until all {} jobs started | {:.1} s |",
-        args.jobs,
-        all_started_after.as_secs_f64()
-    );
-    println!(
-        "| time until all done and every VM deleted | {:.1} s |",
-        drained_after.as_secs_f64()
-    );
-    println!(
-        "| Proxmox requests per job | {:.1} |",
-        pve_requests as f64 / n
-    );
-    println!(
-        "| GitHub requests per job (all / counted against the rate limit) | {:.1} / {:.1} |",
-        gh_requests as f64 / n,
-        gh_budgeted as f64 / n
-    );
-    println!(
-        "| GitHub requests per idle minute (all / counted against the rate limit), POLL_INTERVAL={} | {:.1} / {:.1} |",
-        args.poll_interval,
-        per_minute(idle_total),
-        per_minute(idle_budgeted)
-    );
-    println!(
-        "| dispatcher peak RSS | {} |",
-        rss.map_or_else(
-            || "n/a".to_owned(),
-            |k| format!("{:.1} MiB", k as f64 / 1024.0)
-        )
-    );
-    Ok(())
+    sim.shutdown().await;
+    Ok(figures)
 }
 
 async fn wait(
