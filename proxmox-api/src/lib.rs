@@ -49,5 +49,6 @@ pub use error::Error;
 pub use retry::{RetryPolicy, retry};
 pub use types::{
     CloneRequest, ClusterVm, ConfigUpdate, NodeInfo, NodeName, NodeVm, Permissions, StorageConfig,
-    Tags, TaskStatus, Upid, Version, VmConfig, VmId, VmStatus,
+    Tags, TaskListEntry, TaskListQuery, TaskSource, TaskStatus, TaskStatusType, Upid, Version,
+    VmConfig, VmId, VmStatus,
 };
