@@ -119,7 +119,7 @@ pub trait ProxmoxApi: Send + Sync {
     /// its own tasks. Entries without a `upid` are skipped.
     ///
     /// The default implementation answers 501 (as an old or odd server would), so an
-    /// implementation that does not provide it makes `TaskWatcher` fall back to
+    /// implementation that does not provide it makes [`crate::watch::TaskWatcher`] fall back to
     /// per-task [`ProxmoxApi::task_status`] polling.
     async fn node_tasks(
         &self,

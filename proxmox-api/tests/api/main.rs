@@ -15,3 +15,4 @@ mod schema_conformance;
 mod task_list;
 mod tasks;
 mod tls;
+mod watch;
