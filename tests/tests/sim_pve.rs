@@ -984,3 +984,106 @@ async fn node_task_list_without_sys_audit_shows_only_the_tokens_tasks() {
     assert_eq!(upids(&v), [own.as_str()]);
     sim.shutdown().await;
 }
+
+/// A `proxmox-api` client for the simulator (the default token).
+fn api_client(sim: &Sim) -> std::sync::Arc<dyn proxmox_api::ProxmoxApi> {
+    let c = SimConfig::default();
+    let vars = [
+        ("PROXMOX_URL", sim.pve_url()),
+        ("PROXMOX_TOKEN_ID", c.pve.token_id),
+        ("PROXMOX_TOKEN_SECRET", c.pve.token_secret),
+    ];
+    let config = proxmox_api::ProxmoxConfig::from_lookup(|k| {
+        vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    std::sync::Arc::new(proxmox_api::ProxmoxClient::new(config).unwrap())
+}
+
+/// 30 tasks of 0.2–1.65 s over two nodes, waited for concurrently: with `wait_task` (one status
+/// poller per task) and with a `TaskWatcher` (one list poll per node and tick). Both give the
+/// same results; the watcher sends no status requests and far fewer requests overall.
+#[tokio::test]
+async fn task_watcher_against_the_simulator_polls_each_node_once_per_tick() {
+    use proxmox_api::{Error, TaskWatcher, TaskWatcherOptions, Upid};
+    let sim = Sim::start(fast()).await.unwrap();
+    let h = sim.pve();
+    let api = api_client(&sim);
+    let burst = |round: u32| -> Vec<Upid> {
+        (0..30u32)
+            .map(|i| {
+                let node = if i % 2 == 0 { "pve1" } else { "pve2" };
+                let exit = match i {
+                    7 => "WARNINGS: 2".to_string(),
+                    13 => format!("VM {} already running", 500 + i),
+                    _ => "OK".to_string(),
+                };
+                let d = Duration::from_millis(200 + 50 * u64::from(i));
+                let id = (round * 100 + 500 + i).to_string();
+                h.add_task(node, "qmstart", &id, "dispatcher@pve!runners", d, &exit)
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let check = |i: usize, r: Result<proxmox_api::TaskStatus, Error>| match i {
+        7 => assert_eq!(r.unwrap().warnings(), Some(2)),
+        13 => match r {
+            Err(Error::TaskFailed { exitstatus, .. }) => {
+                assert_eq!(exitstatus, "VM 513 already running");
+            }
+            other => panic!("{other:?}"),
+        },
+        _ => assert!(r.unwrap().is_success()),
+    };
+    let status_ep = "/nodes/{node}/tasks/{upid}/status";
+    let list_ep = "/nodes/{node}/tasks";
+
+    // Per-task polling.
+    let tasks = burst(0);
+    let handles: Vec<_> = tasks
+        .iter()
+        .map(|u| {
+            let (api, u) = (api.clone(), u.clone());
+            tokio::spawn(async move { api.wait_task(&u, Duration::from_secs(10)).await })
+        })
+        .collect();
+    for (i, jh) in handles.into_iter().enumerate() {
+        check(i, jh.await.unwrap());
+    }
+    let per_task = h.request_count("GET", status_ep);
+    assert_eq!(h.request_count("GET", list_ep), 0);
+
+    // Shared watcher, default options (500 ms interval).
+    let watcher = TaskWatcher::new(api.clone(), TaskWatcherOptions::default());
+    let tasks = burst(1);
+    let started = Instant::now();
+    let handles: Vec<_> = tasks
+        .iter()
+        .map(|u| {
+            let (w, u) = (watcher.clone(), u.clone());
+            tokio::spawn(async move { w.wait(&u, Duration::from_secs(10)).await })
+        })
+        .collect();
+    for (i, jh) in handles.into_iter().enumerate() {
+        check(i, jh.await.unwrap());
+    }
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lists = h.request_count("GET", list_ep);
+    assert_eq!(
+        h.request_count("GET", status_ep),
+        per_task,
+        "no status requests"
+    );
+    // The longest task takes 1.65 s: first poll at 0.15 s, then every 0.5 s → at most 5 per node.
+    assert!(lists <= 10, "{lists} list requests in {took:?}");
+    assert!(
+        per_task >= 5 * lists,
+        "wait_task: {per_task} requests, watcher: {lists}"
+    );
+    println!(
+        "30 tasks: wait_task sent {per_task} status requests; TaskWatcher sent {lists} list requests (in {took:?})"
+    );
+    sim.shutdown().await;
+}
