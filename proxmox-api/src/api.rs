@@ -11,7 +11,7 @@ use crate::client::ProxmoxClient;
 use crate::error::Error;
 use crate::types::{
     CloneRequest, ClusterVm, ConfigUpdate, NodeInfo, NodeName, NodeVm, Permissions, StorageConfig,
-    TaskStatus, Upid, Version, VmConfig, VmId, VmStatus, form_bool,
+    TaskListEntry, TaskListQuery, TaskStatus, Upid, Version, VmConfig, VmId, VmStatus, form_bool,
 };
 
 /// Largest `content` `agent/file-write` accepts (characters, before the server's base64 encoding).
@@ -111,39 +111,29 @@ pub trait ProxmoxApi: Send + Sync {
     /// [`Error::TaskFailed`] for any other exit status; [`Error::DeadlineExceeded`] if still
     /// running. Retryable errors while polling are tolerated until the deadline.
     async fn wait_task(&self, upid: &Upid, deadline: Duration) -> Result<TaskStatus, Error> {
-        let started = Instant::now();
-        let mut interval = TASK_POLL_INITIAL;
-        loop {
-            match self.task_status(upid).await {
-                Ok(status) if status.is_stopped() => {
-                    return if status.is_success() {
-                        Ok(status)
-                    } else {
-                        Err(Error::TaskFailed {
-                            upid: upid.clone(),
-                            exitstatus: status
-                                .exitstatus
-                                .clone()
-                                .unwrap_or_else(|| "unknown (no exit status)".into()),
-                        })
-                    };
-                }
-                Ok(_) => {}
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(upid = %upid, error = %e, "task status poll failed; retrying");
-                }
-                Err(e) => return Err(e),
-            }
-            let waited = started.elapsed();
-            if waited >= deadline {
-                return Err(Error::DeadlineExceeded {
-                    upid: upid.clone(),
-                    waited,
-                });
-            }
-            tokio::time::sleep(interval.min(deadline - waited)).await;
-            interval = (interval * 3 / 2).min(TASK_POLL_MAX);
-        }
+        poll_task_status(self, upid, Instant::now(), deadline).await
+    }
+
+    /// `GET /nodes/{node}/tasks` with `query`: the node's task list (see [`TaskListEntry`] for
+    /// the order and the statuses). Without `Sys.Audit` on `/nodes/{node}` a token sees only
+    /// its own tasks. Entries without a `upid` are skipped.
+    ///
+    /// The default implementation answers 501 (as an old or odd server would), so an
+    /// implementation that does not provide it makes [`crate::watch::TaskWatcher`] fall back to
+    /// per-task [`ProxmoxApi::task_status`] polling.
+    async fn node_tasks(
+        &self,
+        node: &NodeName,
+        query: &TaskListQuery,
+    ) -> Result<Vec<TaskListEntry>, Error> {
+        let _ = (node, query);
+        Err(Error::Api {
+            method: "GET",
+            endpoint: NODE_TASKS,
+            status: 501,
+            message: "node_tasks is not implemented by this ProxmoxApi".into(),
+            errors: Default::default(),
+        })
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/agent/ping`: `Ok` when the guest agent answers
@@ -169,6 +159,54 @@ pub trait ProxmoxApi: Send + Sync {
 }
 
 const VM_CONFIG: &str = "/nodes/{node}/qemu/{vmid}/config";
+const NODE_TASKS: &str = "/nodes/{node}/tasks";
+
+/// The loop of [`ProxmoxApi::wait_task`], counting from `started`: polls
+/// [`ProxmoxApi::task_status`] (100 ms, growing ×1.5 to 1 s) until the task stops or `deadline`
+/// passes; tolerates retryable errors until then.
+pub(crate) async fn poll_task_status<A: ProxmoxApi + ?Sized>(
+    api: &A,
+    upid: &Upid,
+    started: Instant,
+    deadline: Duration,
+) -> Result<TaskStatus, Error> {
+    let mut interval = TASK_POLL_INITIAL;
+    loop {
+        match api.task_status(upid).await {
+            Ok(status) if status.is_stopped() => return finished(upid, status),
+            Ok(_) => {}
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(upid = %upid, error = %e, "task status poll failed; retrying");
+            }
+            Err(e) => return Err(e),
+        }
+        let waited = started.elapsed();
+        if waited >= deadline {
+            return Err(Error::DeadlineExceeded {
+                upid: upid.clone(),
+                waited,
+            });
+        }
+        tokio::time::sleep(interval.min(deadline - waited)).await;
+        interval = (interval * 3 / 2).min(TASK_POLL_MAX);
+    }
+}
+
+/// The result of waiting for a task that stopped: `Ok` for `OK`/`WARNINGS: n`, else
+/// [`Error::TaskFailed`] with the exit status.
+pub(crate) fn finished(upid: &Upid, status: TaskStatus) -> Result<TaskStatus, Error> {
+    if status.is_success() {
+        Ok(status)
+    } else {
+        Err(Error::TaskFailed {
+            upid: upid.clone(),
+            exitstatus: status
+                .exitstatus
+                .clone()
+                .unwrap_or_else(|| "unknown (no exit status)".into()),
+        })
+    }
+}
 
 #[async_trait]
 impl ProxmoxApi for ProxmoxClient {
@@ -372,6 +410,32 @@ impl ProxmoxApi for ProxmoxClient {
             None,
         )
         .await
+    }
+
+    async fn node_tasks(
+        &self,
+        node: &NodeName,
+        query: &TaskListQuery,
+    ) -> Result<Vec<TaskListEntry>, Error> {
+        let all: Vec<Value> = self
+            .call(
+                Method::GET,
+                NODE_TASKS,
+                &[node.as_str()],
+                &query.query(),
+                None,
+            )
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|v| match serde_json::from_value::<TaskListEntry>(v) {
+                Ok(entry) => Some(entry),
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "skipping a task list entry");
+                    None
+                }
+            })
+            .collect())
     }
 
     async fn agent_ping(&self, node: &NodeName, vmid: VmId) -> Result<(), Error> {

@@ -28,7 +28,8 @@
 //! ```
 //!
 //! Retry idempotent calls and lock timeouts with [`retry::retry`]; it retries only errors for
-//! which [`Error::is_retryable`] is true.
+//! which [`Error::is_retryable`] is true. Many concurrent waits are cheaper with a shared
+//! [`TaskWatcher`]: one task-list poll per node instead of one status poll per task.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod api;
@@ -39,6 +40,7 @@ pub mod lenient;
 pub mod retry;
 pub mod tls;
 mod types;
+pub mod watch;
 
 #[cfg(any(test, feature = "mock"))]
 pub use api::MockProxmoxApi;
@@ -49,5 +51,7 @@ pub use error::Error;
 pub use retry::{RetryPolicy, retry};
 pub use types::{
     CloneRequest, ClusterVm, ConfigUpdate, NodeInfo, NodeName, NodeVm, Permissions, StorageConfig,
-    Tags, TaskStatus, Upid, Version, VmConfig, VmId, VmStatus,
+    Tags, TaskListEntry, TaskListQuery, TaskSource, TaskStatus, TaskStatusType, Upid, Version,
+    VmConfig, VmId, VmStatus,
 };
+pub use watch::{TaskWatcher, TaskWatcherOptions};

@@ -349,6 +349,134 @@ impl TaskStatus {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Task list
+// ---------------------------------------------------------------------------------------------
+
+/// One entry of `GET /nodes/{node}/tasks`.
+///
+/// With `source=active|all` the node's active tasks come first: a running one has status
+/// `RUNNING` and no `endtime`; one that finished but is not archived yet has its exit status and
+/// `endtime`. Archived tasks (`source=archive|all`) follow, newest first, always finished.
+///
+/// Decoded leniently: only `upid` is required; numbers may come as strings; `node`, `type`, `id`,
+/// `user` and `starttime` default to the UPID's fields. For an API token's task, PVE splits the
+/// owner into `user` (`dispatcher@pve`) and `tokenid` (`runners`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskListEntry {
+    /// The UPID exactly as the server gave it.
+    pub upid: String,
+    /// The UPID, parsed (`None` when it does not parse).
+    #[serde(skip)]
+    pub parsed_upid: Option<Upid>,
+    /// Node running the task.
+    pub node: String,
+    /// Task type (`qmclone`, `qmstart`, …).
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// Task object id, usually the VMID (may be empty).
+    pub id: String,
+    /// The user that started it (for a token, the token's user).
+    pub user: String,
+    /// The token that started it, when it was an API token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenid: Option<String>,
+    /// Start, Unix seconds.
+    pub starttime: u64,
+    /// End, Unix seconds (set once finished).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endtime: Option<u64>,
+    /// `RUNNING`, or once finished the exit status: `OK`, `WARNINGS: n` or an error text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Worker process id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Worker process start (clock ticks since boot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pstart: Option<u64>,
+}
+
+impl TaskListEntry {
+    /// Finished: an `endtime` is set, or a status other than `RUNNING`.
+    pub fn is_finished(&self) -> bool {
+        self.endtime.is_some()
+            || self
+                .status
+                .as_deref()
+                .is_some_and(|s| !s.trim().eq_ignore_ascii_case("RUNNING"))
+    }
+
+    /// Still running (not [`TaskListEntry::is_finished`]).
+    pub fn is_running(&self) -> bool {
+        !self.is_finished()
+    }
+
+    /// The exit status of a finished task (`None` while running or when the server gave none).
+    pub fn exitstatus(&self) -> Option<&str> {
+        self.status
+            .as_deref()
+            .filter(|s| !s.trim().eq_ignore_ascii_case("RUNNING"))
+    }
+
+    /// The [`TaskStatus`] `GET …/tasks/{upid}/status` would give: `stopped` with the exit status
+    /// once finished, `running` otherwise.
+    pub fn task_status(&self) -> TaskStatus {
+        let finished = self.is_finished();
+        TaskStatus {
+            status: if finished { "stopped" } else { "running" }.into(),
+            exitstatus: if finished {
+                self.exitstatus().map(str::to_owned)
+            } else {
+                None
+            },
+            upid: Some(self.upid.clone()),
+            node: Some(self.node.clone()).filter(|n| !n.is_empty()),
+            task_type: Some(self.task_type.clone()).filter(|t| !t.is_empty()),
+            id: Some(self.id.clone()),
+            user: Some(self.user.clone()).filter(|u| !u.is_empty()),
+            starttime: Some(self.starttime),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskListEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = BTreeMap::<String, Value>::deserialize(d)?;
+        let s = |k: &str| raw.get(k).and_then(lenient::value_as_string);
+        let n = |k: &str| raw.get(k).and_then(lenient::value_as_u64);
+        let upid = s("upid")
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| serde::de::Error::missing_field("upid"))?;
+        let parsed: Option<Upid> = upid.parse().ok();
+        let from_upid = |f: fn(&Upid) -> &str| parsed.as_ref().map(|u| f(u).to_owned());
+        Ok(TaskListEntry {
+            node: s("node")
+                .or_else(|| from_upid(|u| u.node().as_str()))
+                .unwrap_or_default(),
+            task_type: s("type")
+                .or_else(|| from_upid(Upid::task_type))
+                .unwrap_or_default(),
+            id: s("id").or_else(|| from_upid(Upid::id)).unwrap_or_default(),
+            user: s("user")
+                .or_else(|| from_upid(Upid::user))
+                .unwrap_or_default(),
+            tokenid: s("tokenid").filter(|t| !t.is_empty()),
+            starttime: n("starttime")
+                .or_else(|| parsed.as_ref().map(Upid::starttime))
+                .unwrap_or(0),
+            endtime: n("endtime"),
+            status: s("status").filter(|st| !st.trim().is_empty()),
+            pid: n("pid")
+                .and_then(|p| u32::try_from(p).ok())
+                .or_else(|| parsed.as_ref().map(Upid::pid)),
+            pstart: n("pstart").or_else(|| parsed.as_ref().map(Upid::pstart)),
+            upid,
+            parsed_upid: parsed,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Tags
 // ---------------------------------------------------------------------------------------------
 
@@ -974,6 +1102,111 @@ fn push_opt(f: &mut Vec<(&'static str, String)>, key: &'static str, v: Option<&s
     }
 }
 
+/// `source` of `GET /nodes/{node}/tasks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskSource {
+    /// Archived (finished) tasks only — the server's default.
+    Archive,
+    /// The node's active list only: running tasks and finished ones not archived yet.
+    Active,
+    /// Active first, then the archive.
+    All,
+}
+
+impl TaskSource {
+    /// The query value: `archive`, `active` or `all`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskSource::Archive => "archive",
+            TaskSource::Active => "active",
+            TaskSource::All => "all",
+        }
+    }
+}
+
+/// A task state class of the `statusfilter` of `GET /nodes/{node}/tasks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TaskStatusType {
+    /// Exit status `OK`.
+    Ok,
+    /// Exit status `WARNINGS: n`.
+    Warning,
+    /// Any other exit status.
+    Error,
+    /// No status (running) or `unexpected status`.
+    Unknown,
+}
+
+impl TaskStatusType {
+    /// The value PVE uses: `ok`, `warning`, `error`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatusType::Ok => "ok",
+            TaskStatusType::Warning => "warning",
+            TaskStatusType::Error => "error",
+            TaskStatusType::Unknown => "unknown",
+        }
+    }
+}
+
+/// Query of `GET /nodes/{node}/tasks`; `None`/empty fields are not sent (server defaults:
+/// `source=archive`, `limit=50`, `start=0`).
+///
+/// `since`/`until` filter on the task's start time; `limit` bounds the answer (0 = nothing);
+/// `start` skips that many matching tasks; `errors` hides tasks that ended `OK`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskListQuery {
+    /// Which list: archive (server default), active, or all.
+    pub source: Option<TaskSource>,
+    /// Only tasks started at or after this Unix time.
+    pub since: Option<u64>,
+    /// Only tasks started at or before this Unix time.
+    pub until: Option<u64>,
+    /// At most this many tasks (server default 50).
+    pub limit: Option<u32>,
+    /// Skip this many matching tasks.
+    pub start: Option<u32>,
+    /// Only tasks whose id is this VMID.
+    pub vmid: Option<VmId>,
+    /// Only tasks of this type, e.g. `qmclone`.
+    pub typefilter: Option<String>,
+    /// Only tasks whose user contains this text (case-insensitive).
+    pub userfilter: Option<String>,
+    /// Only tasks that did not end `OK` (`errors=1`).
+    pub errors: Option<bool>,
+    /// Only tasks of these state classes (sent comma-separated; empty = no filter).
+    pub statusfilter: Vec<TaskStatusType>,
+}
+
+impl TaskListQuery {
+    pub(crate) fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(source) = self.source {
+            q.push(("source", source.as_str().to_owned()));
+        }
+        let mut num = |key: &'static str, v: Option<u64>| {
+            if let Some(v) = v {
+                q.push((key, v.to_string()));
+            }
+        };
+        num("since", self.since);
+        num("until", self.until);
+        num("limit", self.limit.map(u64::from));
+        num("start", self.start.map(u64::from));
+        num("vmid", self.vmid.map(|v| u64::from(v.get())));
+        push_opt(&mut q, "typefilter", self.typefilter.as_deref());
+        push_opt(&mut q, "userfilter", self.userfilter.as_deref());
+        if let Some(errors) = self.errors {
+            q.push(("errors", form_bool(errors)));
+        }
+        if !self.statusfilter.is_empty() {
+            let list: Vec<&str> = self.statusfilter.iter().map(|t| t.as_str()).collect();
+            q.push(("statusfilter", list.join(",")));
+        }
+        q
+    }
+}
+
 /// PVE form/query booleans are `1`/`0`.
 pub(crate) fn form_bool(b: bool) -> String {
     if b { "1".into() } else { "0".into() }
@@ -1081,6 +1314,100 @@ mod tests {
         .unwrap();
         assert!(decoded.is_success());
         assert_eq!(decoded.id.as_deref(), Some("100"));
+    }
+
+    #[test]
+    fn task_list_entries_decode_leniently() {
+        // A running task of the active list, a finished one not archived yet (numbers as
+        // strings, token split like PVE does), an archived failure, and an odd UPID.
+        let list: Vec<TaskListEntry> = serde_json::from_value(json!([
+            {"upid": "UPID:pve1:0000A1B2:0001C3D4:6650F00D:qmclone:9000:dispatcher@pve!runners:",
+             "node": "pve1", "pid": 41394, "pstart": 115668, "starttime": 1716580365,
+             "type": "qmclone", "id": "9000", "user": "dispatcher@pve", "tokenid": "runners",
+             "status": "RUNNING"},
+            {"upid": "UPID:pve1:0000A1B3:0001C3D5:6650F00E:qmstart:205:dispatcher@pve!runners:",
+             "node": "pve1", "pid": "41395", "pstart": "115669", "starttime": "1716580366",
+             "endtime": "1716580370", "type": "qmstart", "id": 205, "user": "dispatcher@pve",
+             "tokenid": "runners", "status": "WARNINGS: 1"},
+            {"upid": "UPID:pve1:0000A1B4:0001C3D6:6650F00F:qmdestroy:206:root@pam:",
+             "endtime": 1716580380, "status": "VM 206 is running - destroy failed"},
+            {"upid": "not-a-upid", "starttime": 5, "endtime": 6, "status": "OK"}
+        ]))
+        .unwrap();
+        let [running, warned, failed, odd] = &list[..] else {
+            panic!("{list:?}")
+        };
+        assert!(running.is_running() && !running.is_finished());
+        assert_eq!(running.exitstatus(), None);
+        assert_eq!(running.tokenid.as_deref(), Some("runners"));
+        assert_eq!(running.parsed_upid.as_ref().unwrap().task_type(), "qmclone");
+        let st = running.task_status();
+        assert!(st.is_running() && st.exitstatus.is_none());
+
+        assert!(warned.is_finished());
+        assert_eq!((warned.pid, warned.pstart), (Some(41395), Some(115669)));
+        assert_eq!(
+            (warned.starttime, warned.endtime),
+            (1716580366, Some(1716580370))
+        );
+        assert_eq!(warned.id, "205");
+        let st = warned.task_status();
+        assert!(st.is_stopped() && st.is_success());
+        assert_eq!(st.warnings(), Some(1));
+
+        // Missing fields come from the UPID.
+        assert_eq!(failed.node, "pve1");
+        assert_eq!(failed.task_type, "qmdestroy");
+        assert_eq!(failed.id, "206");
+        assert_eq!(failed.user, "root@pam");
+        assert_eq!(failed.starttime, 0x6650F00F);
+        assert_eq!(failed.pid, Some(0xA1B4));
+        let st = failed.task_status();
+        assert!(st.is_stopped() && !st.is_success());
+        assert_eq!(
+            st.exitstatus.as_deref(),
+            Some("VM 206 is running - destroy failed")
+        );
+
+        assert!(odd.parsed_upid.is_none());
+        assert_eq!(odd.upid, "not-a-upid");
+        assert!(odd.is_finished());
+        assert!(serde_json::from_value::<TaskListEntry>(json!({"status": "OK"})).is_err());
+        // Finished by endtime alone: no exit status to report.
+        let e: TaskListEntry = serde_json::from_value(json!({"upid": "x", "endtime": 7})).unwrap();
+        assert!(e.is_finished() && e.exitstatus().is_none());
+    }
+
+    #[test]
+    fn task_list_query_sends_only_what_is_set() {
+        assert!(TaskListQuery::default().query().is_empty());
+        let q = TaskListQuery {
+            source: Some(TaskSource::All),
+            since: Some(1716580000),
+            until: Some(1716590000),
+            limit: Some(1000),
+            start: Some(0),
+            vmid: Some(VmId(205)),
+            typefilter: Some("qmclone".into()),
+            userfilter: Some("dispatcher@pve".into()),
+            errors: Some(false),
+            statusfilter: vec![TaskStatusType::Error, TaskStatusType::Warning],
+        };
+        assert_eq!(
+            q.query(),
+            vec![
+                ("source", "all".to_owned()),
+                ("since", "1716580000".into()),
+                ("until", "1716590000".into()),
+                ("limit", "1000".into()),
+                ("start", "0".into()),
+                ("vmid", "205".into()),
+                ("typefilter", "qmclone".into()),
+                ("userfilter", "dispatcher@pve".into()),
+                ("errors", "0".into()),
+                ("statusfilter", "error,warning".into()),
+            ]
+        );
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct Timing {
     pub status_interval: Duration,
     /// Delay before a 401 answer (PVE delays auth failures ~3 s).
     pub auth_failure_delay: Duration,
+    /// From a task's end to its move from the node's active list to the archive (index) that
+    /// `GET /nodes/{node}/tasks` reads.
+    pub task_archive: Duration,
 }
 
 impl Default for Timing {
@@ -94,6 +97,7 @@ impl Default for Timing {
             poweroff: Duration::from_millis(50),
             status_interval: Duration::from_millis(500),
             auth_failure_delay: Duration::from_millis(100),
+            task_archive: Duration::from_millis(500),
         }
     }
 }
@@ -116,6 +120,7 @@ impl Timing {
             poweroff: Duration::from_secs(1),
             status_interval: Duration::from_secs(10),
             auth_failure_delay: Duration::from_secs(3),
+            task_archive: Duration::from_secs(2),
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::github::JobSpec;
 use crate::server::ServerSlot;
 use crate::world::{
     Container, CreatedVm, CredentialKind, GuestPhase, JobStatus, Mutation, Runner, Scope, Service,
-    Unavailable, Vm, VmEvent, VmEventKind,
+    TaskEffect, Unavailable, Vm, VmEvent, VmEventKind,
 };
 use crate::{Error, Os, Shared};
 
@@ -267,6 +267,28 @@ impl PveHandle {
         if w.pve.vms.get(&vmid).is_some_and(|v| v.running) {
             w.power_off(vmid);
         }
+    }
+
+    /// Starts a task as `user` (say `root@pam` from the web UI, or a token `user@realm!name`)
+    /// on `node`: it runs for `duration`, changes nothing and ends with `exitstatus` (`OK`,
+    /// `WARNINGS: n` or an error text). Returns its UPID.
+    pub fn add_task(
+        &self,
+        node: &str,
+        kind: &str,
+        id: &str,
+        user: &str,
+        duration: Duration,
+        exitstatus: &str,
+    ) -> String {
+        let effect = if exitstatus == "OK" {
+            TaskEffect::Nothing
+        } else {
+            TaskEffect::Fail(exitstatus.to_string())
+        };
+        self.shared
+            .lock()
+            .new_task_by(node, kind, id, user, duration, effect)
     }
 
     /// Every task so far.

@@ -360,11 +360,25 @@ impl World {
         duration: std::time::Duration,
         effect: TaskEffect,
     ) -> String {
+        let user = self.token_user();
+        self.new_task_by(node, kind, id, &user, duration, effect)
+    }
+
+    /// A task started by `user` (a user or a token, `user@realm!token`).
+    pub(crate) fn new_task_by(
+        &mut self,
+        node: &str,
+        kind: &str,
+        id: &str,
+        user: &str,
+        duration: std::time::Duration,
+        effect: TaskEffect,
+    ) -> String {
         self.pve.next_pid += 17;
         let pid = self.pve.next_pid;
         let pstart = 1_000_000 + u64::from(pid) * 3;
         let starttime = time::OffsetDateTime::now_utc().unix_timestamp();
-        let user = self.token_user();
+        let user = user.to_string();
         let upid =
             format!("UPID:{node}:{pid:08X}:{pstart:08X}:{starttime:08X}:{kind}:{id}:{user}:");
         let task = Task {
@@ -378,6 +392,7 @@ impl World {
             starttime,
             done_at: Instant::now() + duration,
             exitstatus: None,
+            ended: None,
             effect,
         };
         self.pve.tasks.insert(upid.clone(), task);
@@ -505,6 +520,10 @@ impl World {
                 }
                 Ok(v)
             }
+            ("GET", "/nodes/{node}/tasks") => {
+                self.check_node(&node)?;
+                Ok(self.node_tasks(&node, p))
+            }
             ("GET", "/nodes/{node}/tasks/{upid}/log") => {
                 self.check_node(&node)?;
                 let upid = p.get("upid").cloned().unwrap_or_default();
@@ -565,6 +584,105 @@ impl World {
             }
             _ => Err(ApiErr::new(501, format!("Method '{method} {template}' not implemented by the simulator"))),
         }
+    }
+
+    /// `GET /nodes/{node}/tasks` as pve-manager's `PVE::API2::Tasks::node_tasks` answers it: the
+    /// node's active list first (running tasks get status `RUNNING`; finished ones not archived
+    /// yet have their exit status and `endtime`), then (`source` archive or all) the archive,
+    /// most recently archived first. Filters: `userfilter` (substring of the user, token part
+    /// split off, case-insensitive), visibility (without `Sys.Audit` on the node only the
+    /// token's own tasks), `typefilter`, `vmid`, `since`/`until` on the start time,
+    /// `statusfilter`/`errors` on the status class; then `start` skips and `limit` (default 50)
+    /// bounds.
+    fn node_tasks(&self, node: &str, p: &Params) -> Value {
+        let int = |k: &str| p.get(k).and_then(|v| v.parse::<i64>().ok());
+        let start = int("start").unwrap_or(0);
+        let mut limit = int("limit").unwrap_or(50);
+        let source = p.get("source").map_or("archive", String::as_str);
+        let (since, until) = (int("since"), int("until"));
+        let errors = flag(p, "errors") == Some(true);
+        let statusfilter: Option<BTreeSet<String>> = if errors {
+            Some(["warning", "error", "unknown"].map(String::from).into())
+        } else {
+            p.get("statusfilter").map(|f| {
+                f.split([',', ';', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            })
+        };
+        let userfilter = p.get("userfilter").map(|u| u.to_lowercase());
+        let token = self.token_user();
+        let auditor = self.cfg.pve.privileges.iter().any(|(path, privs)| {
+            let path = path.trim_end_matches('/');
+            (path.is_empty() || path == "/nodes" || *path == format!("/nodes/{node}"))
+                && privs.iter().any(|pr| pr == "Sys.Audit")
+        });
+        let now = Instant::now();
+        let archived = |t: &Task| {
+            t.ended
+                .is_some_and(|(_, at)| now.duration_since(at) >= self.cfg.timing.task_archive)
+        };
+        let on_node = || self.pve.tasks.values().filter(|t| t.node == node);
+        let mut active: Vec<&Task> = on_node().filter(|t| !archived(t)).collect();
+        active.sort_by_key(|t| std::cmp::Reverse((t.starttime, t.pid)));
+        let mut archive: Vec<&Task> = on_node().filter(|t| archived(t)).collect();
+        archive.sort_by_key(|t| std::cmp::Reverse((t.ended.map(|(_, at)| at), t.pid)));
+
+        let mut count = 0;
+        let mut out = Vec::new();
+        let mut take = |t: &Task| {
+            let (user, tokenid) = match t.user.split_once('!') {
+                Some((u, tok)) => (u, Some(tok)),
+                None => (t.user.as_str(), None),
+            };
+            let class = match t.exitstatus.as_deref() {
+                None | Some("unexpected status") => "unknown",
+                Some("OK") => "ok",
+                Some(s) if is_warnings(s) => "warning",
+                Some(_) => "error",
+            };
+            let skip = userfilter
+                .as_ref()
+                .is_some_and(|f| !user.to_lowercase().contains(f))
+                || !(auditor || t.user == token)
+                || p.get("typefilter").is_some_and(|f| *f != t.kind)
+                || p.get("vmid").is_some_and(|v| *v != t.id)
+                || since.is_some_and(|s| t.starttime < s)
+                || until.is_some_and(|u| t.starttime > u)
+                || statusfilter.as_ref().is_some_and(|f| !f.contains(class));
+            if skip {
+                return;
+            }
+            count += 1;
+            if count <= start || limit <= 0 {
+                return;
+            }
+            limit -= 1;
+            let mut v = json!({
+                "upid": t.upid, "node": t.node, "pid": t.pid, "pstart": t.pstart,
+                "starttime": t.starttime, "type": t.kind, "id": t.id, "user": user,
+                "status": t.exitstatus.as_deref().unwrap_or("RUNNING"),
+            });
+            if let Some(tok) = tokenid {
+                v["tokenid"] = json!(tok);
+            }
+            if let Some((endtime, _)) = t.ended {
+                v["endtime"] = json!(endtime);
+            }
+            out.push(v);
+        };
+        if source == "active" || source == "all" {
+            for t in active {
+                take(t);
+            }
+        }
+        if source != "active" {
+            for t in archive {
+                take(t);
+            }
+        }
+        Value::Array(out)
     }
 
     fn find_task(&self, node: &str, upid: &str) -> Result<&Task, ApiErr> {
@@ -978,6 +1096,7 @@ impl World {
             let exit = self.apply_effect(effect, now);
             if let Some(t) = self.pve.tasks.get_mut(&upid) {
                 t.exitstatus = Some(exit);
+                t.ended = Some((time::OffsetDateTime::now_utc().unix_timestamp(), now));
             }
         }
     }
@@ -1055,6 +1174,13 @@ impl World {
         }
         self.vm_event(vmid, VmEventKind::Stopped);
     }
+}
+
+/// `WARNINGS: n`, the exit status of a task that succeeded with warnings.
+fn is_warnings(status: &str) -> bool {
+    status
+        .strip_prefix("WARNINGS: ")
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
 }
 
 fn vm_summary(vm: &Vm, current: bool) -> Value {

@@ -150,6 +150,8 @@ pub(crate) struct Task {
     pub starttime: i64,
     pub done_at: Instant,
     pub exitstatus: Option<String>,
+    /// Set when the task ended: Unix seconds and the instant (archived `task_archive` later).
+    pub ended: Option<(i64, Instant)>,
     pub effect: TaskEffect,
 }
 

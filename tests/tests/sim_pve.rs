@@ -765,3 +765,325 @@ async fn windows_guest_reads_agent_file_written_pre_encoded() {
     assert_eq!(runner[0].1, "win-runner-950");
     sim.shutdown().await;
 }
+
+/// The `upid`s of a task list answer, in order.
+fn upids(v: &Value) -> Vec<String> {
+    v["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|t| t["upid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn node_task_list_active_first_then_archive_with_pves_filters() {
+    let mut cfg = fast();
+    cfg.timing.task_archive = Duration::from_millis(800);
+    let sim = Sim::start(cfg).await.unwrap();
+    let pve = Pve::new(&sim);
+    let h = sim.pve();
+    let (s, v) = pve.clone("pve1", 9000, 201, "gh-runner-201").await;
+    assert_eq!(s, 200, "{v}");
+    let clone = v["data"].as_str().unwrap().to_string();
+    let failed = h.add_task(
+        "pve1",
+        "qmstart",
+        "205",
+        "dispatcher@pve!runners",
+        Duration::from_millis(20),
+        "VM 205 already running",
+    );
+    let backup = h.add_task(
+        "pve1",
+        "vzdump",
+        "",
+        "root@pam",
+        Duration::from_secs(30),
+        "OK",
+    );
+    let elsewhere = h.add_task(
+        "pve2",
+        "qmstart",
+        "301",
+        "dispatcher@pve!runners",
+        Duration::from_millis(10),
+        "OK",
+    );
+    pve.wait_task(&clone).await;
+    pve.wait_task(&failed).await;
+    pve.wait_task(&elsewhere).await;
+    let list = |q: &'static [(&'static str, &'static str)]| {
+        let pve = &pve;
+        async move { pve.call(Method::GET, "/nodes/pve1/tasks", q).await }
+    };
+
+    // Finished, not archived yet: only the active list has them (newest first).
+    let (s, v) = list(&[("source", "active")]).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        upids(&v),
+        [backup.as_str(), failed.as_str(), clone.as_str()]
+    );
+    let running = &v["data"][0];
+    assert_eq!(running["status"], "RUNNING");
+    assert!(running.get("endtime").is_none(), "{running}");
+    assert_eq!(running["user"], "root@pam");
+    assert!(running.get("tokenid").is_none());
+    let f = &v["data"][1];
+    assert_eq!(f["status"], "VM 205 already running");
+    assert!(f["endtime"].as_i64().unwrap() >= f["starttime"].as_i64().unwrap());
+    assert_eq!(
+        (&f["user"], &f["tokenid"]),
+        (&json!("dispatcher@pve"), &json!("runners"))
+    );
+    assert_eq!(
+        (&f["type"], &f["id"], &f["node"]),
+        (&json!("qmstart"), &json!("205"), &json!("pve1"))
+    );
+    assert_eq!(v["data"][2]["status"], "OK");
+    assert!(
+        upids(&list(&[]).await.1).is_empty(),
+        "default source is the archive"
+    );
+    assert_eq!(upids(&list(&[("source", "all")]).await.1).len(), 3);
+
+    // Archived: the active list keeps only the running task; the archive follows it,
+    // most recently finished first.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        upids(&list(&[("source", "active")]).await.1),
+        [backup.as_str()]
+    );
+    assert_eq!(upids(&list(&[]).await.1), [clone.as_str(), failed.as_str()]);
+    let (_, all) = list(&[("source", "all")]).await;
+    assert_eq!(
+        upids(&all),
+        [backup.as_str(), clone.as_str(), failed.as_str()]
+    );
+    assert_eq!(all["data"][1]["status"], "OK");
+    assert!(all["data"][1]["endtime"].is_i64());
+    assert!(!upids(&all).contains(&elsewhere), "tasks of that node only");
+    let (_, v2) = pve
+        .call(Method::GET, "/nodes/pve2/tasks", &[("source", "all")])
+        .await;
+    assert_eq!(upids(&v2), [elsewhere.as_str()]);
+
+    // Filters.
+    let all_with = |extra: &'static [(&'static str, &'static str)]| {
+        let pve = &pve;
+        async move {
+            let mut q = vec![("source", "all")];
+            q.extend_from_slice(extra);
+            upids(&pve.call(Method::GET, "/nodes/pve1/tasks", &q).await.1)
+        }
+    };
+    assert_eq!(
+        all_with(&[("typefilter", "qmclone")]).await,
+        [clone.as_str()]
+    );
+    assert_eq!(all_with(&[("vmid", "205")]).await, [failed.as_str()]);
+    assert_eq!(all_with(&[("userfilter", "ROOT")]).await, [backup.as_str()]);
+    assert_eq!(
+        all_with(&[("userfilter", "runners")]).await,
+        Vec::<String>::new()
+    );
+    // errors=1 hides OK tasks only (a running task's class is "unknown").
+    assert_eq!(
+        all_with(&[("errors", "1")]).await,
+        [backup.as_str(), failed.as_str()]
+    );
+    assert_eq!(all_with(&[("statusfilter", "ok")]).await, [clone.as_str()]);
+    assert_eq!(
+        all_with(&[("statusfilter", "error,ok")]).await,
+        [clone.as_str(), failed.as_str()]
+    );
+    assert_eq!(
+        all_with(&[("limit", "2")]).await,
+        [backup.as_str(), clone.as_str()]
+    );
+    assert_eq!(
+        all_with(&[("start", "1"), ("limit", "1")]).await,
+        [clone.as_str()]
+    );
+    assert_eq!(all_with(&[("limit", "0")]).await, Vec::<String>::new());
+    let start = u64::from_str_radix(clone.split(':').nth(4).unwrap(), 16).unwrap();
+    let after = (start + 3600).to_string();
+    let before = (start - 3600).to_string();
+    let (_, v) = pve
+        .call(
+            Method::GET,
+            "/nodes/pve1/tasks",
+            &[("source", "all"), ("since", &after)],
+        )
+        .await;
+    assert!(upids(&v).is_empty());
+    let (_, v) = pve
+        .call(
+            Method::GET,
+            "/nodes/pve1/tasks",
+            &[("source", "all"), ("until", &before)],
+        )
+        .await;
+    assert!(upids(&v).is_empty());
+    let (_, v) = pve
+        .call(
+            Method::GET,
+            "/nodes/pve1/tasks",
+            &[("source", "all"), ("since", &before), ("until", &after)],
+        )
+        .await;
+    assert_eq!(upids(&v).len(), 3);
+
+    // Schema validation and unknown nodes.
+    let (s, v) = list(&[("source", "running")]).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["errors"]["source"].is_string(), "{v}");
+    let (s, _) = list(&[("errors", "true")]).await;
+    assert_eq!(s, 400);
+    let (s, _) = pve.get("/nodes/pve9/tasks").await;
+    assert_eq!(s, 500);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn node_task_list_without_sys_audit_shows_only_the_tokens_tasks() {
+    let mut cfg = fast();
+    cfg.pve.privileges.retain(|(path, _)| path != "/");
+    let sim = Sim::start(cfg).await.unwrap();
+    let pve = Pve::new(&sim);
+    let h = sim.pve();
+    let own = h.add_task(
+        "pve1",
+        "qmstart",
+        "205",
+        "dispatcher@pve!runners",
+        Duration::from_secs(30),
+        "OK",
+    );
+    let _backup = h.add_task(
+        "pve1",
+        "vzdump",
+        "",
+        "root@pam",
+        Duration::from_secs(30),
+        "OK",
+    );
+    let _other_token = h.add_task(
+        "pve1",
+        "qmstart",
+        "206",
+        "dispatcher@pve!other",
+        Duration::from_secs(30),
+        "OK",
+    );
+    let (s, v) = pve
+        .call(Method::GET, "/nodes/pve1/tasks", &[("source", "all")])
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(upids(&v), [own.as_str()]);
+    sim.shutdown().await;
+}
+
+/// A `proxmox-api` client for the simulator (the default token).
+fn api_client(sim: &Sim) -> std::sync::Arc<dyn proxmox_api::ProxmoxApi> {
+    let c = SimConfig::default();
+    let vars = [
+        ("PROXMOX_URL", sim.pve_url()),
+        ("PROXMOX_TOKEN_ID", c.pve.token_id),
+        ("PROXMOX_TOKEN_SECRET", c.pve.token_secret),
+    ];
+    let config = proxmox_api::ProxmoxConfig::from_lookup(|k| {
+        vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    std::sync::Arc::new(proxmox_api::ProxmoxClient::new(config).unwrap())
+}
+
+/// 30 tasks of 0.2–1.65 s over two nodes, waited for concurrently: with `wait_task` (one status
+/// poller per task) and with a `TaskWatcher` (one list poll per node and tick). Both give the
+/// same results; the watcher sends no status requests and far fewer requests overall.
+#[tokio::test]
+async fn task_watcher_against_the_simulator_polls_each_node_once_per_tick() {
+    use proxmox_api::{Error, TaskWatcher, TaskWatcherOptions, Upid};
+    let sim = Sim::start(fast()).await.unwrap();
+    let h = sim.pve();
+    let api = api_client(&sim);
+    let burst = |round: u32| -> Vec<Upid> {
+        (0..30u32)
+            .map(|i| {
+                let node = if i % 2 == 0 { "pve1" } else { "pve2" };
+                let exit = match i {
+                    7 => "WARNINGS: 2".to_string(),
+                    13 => format!("VM {} already running", 500 + i),
+                    _ => "OK".to_string(),
+                };
+                let d = Duration::from_millis(200 + 50 * u64::from(i));
+                let id = (round * 100 + 500 + i).to_string();
+                h.add_task(node, "qmstart", &id, "dispatcher@pve!runners", d, &exit)
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let check = |i: usize, r: Result<proxmox_api::TaskStatus, Error>| match i {
+        7 => assert_eq!(r.unwrap().warnings(), Some(2)),
+        13 => match r {
+            Err(Error::TaskFailed { exitstatus, .. }) => {
+                assert_eq!(exitstatus, "VM 513 already running");
+            }
+            other => panic!("{other:?}"),
+        },
+        _ => assert!(r.unwrap().is_success()),
+    };
+    let status_ep = "/nodes/{node}/tasks/{upid}/status";
+    let list_ep = "/nodes/{node}/tasks";
+
+    // Per-task polling.
+    let tasks = burst(0);
+    let handles: Vec<_> = tasks
+        .iter()
+        .map(|u| {
+            let (api, u) = (api.clone(), u.clone());
+            tokio::spawn(async move { api.wait_task(&u, Duration::from_secs(10)).await })
+        })
+        .collect();
+    for (i, jh) in handles.into_iter().enumerate() {
+        check(i, jh.await.unwrap());
+    }
+    let per_task = h.request_count("GET", status_ep);
+    assert_eq!(h.request_count("GET", list_ep), 0);
+
+    // Shared watcher, default options (500 ms interval).
+    let watcher = TaskWatcher::new(api.clone(), TaskWatcherOptions::default());
+    let tasks = burst(1);
+    let started = Instant::now();
+    let handles: Vec<_> = tasks
+        .iter()
+        .map(|u| {
+            let (w, u) = (watcher.clone(), u.clone());
+            tokio::spawn(async move { w.wait(&u, Duration::from_secs(10)).await })
+        })
+        .collect();
+    for (i, jh) in handles.into_iter().enumerate() {
+        check(i, jh.await.unwrap());
+    }
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lists = h.request_count("GET", list_ep);
+    assert_eq!(
+        h.request_count("GET", status_ep),
+        per_task,
+        "no status requests"
+    );
+    // The longest task takes 1.65 s: first poll at 0.15 s, then every 0.5 s → at most 5 per node.
+    assert!(lists <= 10, "{lists} list requests in {took:?}");
+    assert!(
+        per_task >= 5 * lists,
+        "wait_task: {per_task} requests, watcher: {lists}"
+    );
+    println!(
+        "30 tasks: wait_task sent {per_task} status requests; TaskWatcher sent {lists} list requests (in {took:?})"
+    );
+    sim.shutdown().await;
+}

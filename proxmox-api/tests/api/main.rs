@@ -12,5 +12,7 @@ mod errors;
 mod power;
 mod resources;
 mod schema_conformance;
+mod task_list;
 mod tasks;
 mod tls;
+mod watch;

@@ -5,7 +5,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use proxmox_api::{CloneRequest, ConfigUpdate, NodeName, ProxmoxApi, Tags, Upid, VmId};
+use proxmox_api::{
+    CloneRequest, ConfigUpdate, NodeName, ProxmoxApi, Tags, TaskListQuery, TaskSource,
+    TaskStatusType, Upid, VmId,
+};
 use secrecy::SecretString;
 use serde_json::json;
 use wiremock::matchers::{method, path_regex};
@@ -71,6 +74,11 @@ async fn every_request_the_client_sends_conforms_to_the_pve_schema() {
             json!({"status": "running"}),
         ),
         ("DELETE", r"^/api2/json/nodes/pve1/qemu/205$", json!(task)),
+        (
+            "GET",
+            r"^/api2/json/nodes/pve1/tasks$",
+            json!([{"upid": task, "status": "RUNNING"}]),
+        ),
         (
             "GET",
             r"^/api2/json/nodes/pve1/tasks/.+/status$",
@@ -145,6 +153,22 @@ async fn every_request_the_client_sends_conforms_to_the_pve_schema() {
     let up: Upid = task.parse().unwrap();
     c.task_status(&up).await.unwrap();
     c.wait_task(&up, Duration::from_secs(5)).await.unwrap();
+    c.node_tasks(&node, &TaskListQuery::default())
+        .await
+        .unwrap();
+    let query = TaskListQuery {
+        source: Some(TaskSource::All),
+        since: Some(1_716_580_000),
+        until: Some(1_716_590_000),
+        limit: Some(1000),
+        start: Some(10),
+        vmid: Some(vm),
+        typefilter: Some("qmclone".into()),
+        userfilter: Some("dispatcher@pve".into()),
+        errors: Some(true),
+        statusfilter: vec![TaskStatusType::Error, TaskStatusType::Unknown],
+    };
+    c.node_tasks(&node, &query).await.unwrap();
     c.agent_ping(&node, vm).await.unwrap();
     c.agent_file_write(
         &node,
@@ -170,12 +194,13 @@ async fn every_request_the_client_sends_conforms_to_the_pve_schema() {
         "PUT /nodes/{node}/qemu/{vmid}/config",
         "DELETE /nodes/{node}/qemu/{vmid}",
         "GET /nodes/{node}/tasks/{upid}/status",
+        "GET /nodes/{node}/tasks",
         "POST /nodes/{node}/qemu/{vmid}/agent/file-write",
         "GET /access/permissions",
     ] {
         assert!(pairs.contains(must), "{must} missing from {pairs:#?}");
     }
-    assert_eq!(pairs.len(), 19, "{pairs:#?}");
+    assert_eq!(pairs.len(), 20, "{pairs:#?}");
 }
 
 fn sent(method: &str, path: &str, query: &[(&str, &str)], form: &[(&str, &str)]) -> schema::Sent {
@@ -270,6 +295,22 @@ fn checker_rejects_what_the_schema_forbids() {
             "boolean",
         ),
         (sent("GET", "/version", &[], &[("x", "1")]), "with a body"),
+        (
+            sent("GET", "/nodes/pve1/tasks", &[("source", "running")], &[]),
+            "not one of",
+        ),
+        (
+            sent("GET", "/nodes/pve1/tasks", &[("errors", "true")], &[]),
+            "boolean",
+        ),
+        (
+            sent("GET", "/nodes/pve1/tasks", &[("since", "yesterday")], &[]),
+            "integer",
+        ),
+        (
+            sent("GET", "/nodes/pve1/tasks", &[("state", "ok")], &[]),
+            "not declared",
+        ),
     ];
     for (s, needle) in bad {
         let problems =
