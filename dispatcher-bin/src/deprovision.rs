@@ -81,10 +81,10 @@ async fn try_delete(
     }
     if status.is_running() {
         let upid = rec.pve.stop(&node, vmid).await?;
-        rec.pve.wait_task(&upid, rec.tuning.task_deadline).await?;
+        rec.tasks.wait(&upid, rec.tuning.task_deadline).await?;
     }
     let upid = rec.pve.delete_vm(&node, vmid, true, true).await?;
-    rec.pve.wait_task(&upid, rec.tuning.task_deadline).await?;
+    rec.tasks.wait(&upid, rec.tuning.task_deadline).await?;
     if let Err(e) = rec.cfg.snippets.remove(&del.name).await {
         tracing::warn!(runner = %del.name, error = %e, "could not delete a leftover snippet");
     }

@@ -130,8 +130,8 @@ async fn steps(
     made.started = true;
     let started = match retry(|| rec.pve.start(&node, vmid)).await {
         Ok(upid) => rec
-            .pve
-            .wait_task(&upid, rec.tuning.task_deadline)
+            .tasks
+            .wait(&upid, rec.tuning.task_deadline)
             .await
             .map(|_| ())
             .map_err(Error::from),
@@ -265,7 +265,7 @@ async fn clone_and_wait(
             Err(Error::Proxmox(e)) if e.is_vmid_taken() => return Err(taken(&e)),
             Err(e) => return Err(e),
         };
-        match rec.pve.wait_task(&upid, rec.tuning.clone_deadline).await {
+        match rec.tasks.wait(&upid, rec.tuning.clone_deadline).await {
             Ok(_) => return Ok(()),
             Err(e) if e.is_vmid_taken() => return Err(taken(&e)),
             Err(e) if e.is_lock_timeout() && attempt < 4 => {
@@ -370,7 +370,7 @@ async fn rollback(rec: &Reconciler, pool: &Pool, start: &Start, made: &Made) {
         if made.started {
             match rec.pve.stop(&node, vmid).await {
                 Ok(upid) => {
-                    let _ = rec.pve.wait_task(&upid, rec.tuning.task_deadline).await;
+                    let _ = rec.tasks.wait(&upid, rec.tuning.task_deadline).await;
                 }
                 Err(e) => {
                     tracing::debug!(vmid = start.vmid, error = %e, "rollback: stop failed")
@@ -379,8 +379,8 @@ async fn rollback(rec: &Reconciler, pool: &Pool, start: &Start, made: &Made) {
         }
         let deleted = match retry(|| rec.pve.delete_vm(&node, vmid, true, true)).await {
             Ok(upid) => rec
-                .pve
-                .wait_task(&upid, rec.tuning.task_deadline)
+                .tasks
+                .wait(&upid, rec.tuning.task_deadline)
                 .await
                 .map_err(Error::from),
             Err(e) => Err(e),

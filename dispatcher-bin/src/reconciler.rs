@@ -65,6 +65,8 @@ pub struct Tuning {
     /// How long a pool held after a failure that repeats on every attempt waits before one more attempt
     /// (when its template did not change meanwhile).
     pub hold_retry: Duration,
+    /// How tasks are watched (one `GET /nodes/{node}/tasks` per node and interval for every waiter).
+    pub task_watch: proxmox_api::TaskWatcherOptions,
 }
 
 impl Default for Tuning {
@@ -81,6 +83,7 @@ impl Default for Tuning {
             max_backoff: Duration::from_secs(300),
             taken_vmid_ttl: Duration::from_secs(600),
             hold_retry: crate::pool_gate::HOLD_RETRY,
+            task_watch: proxmox_api::TaskWatcherOptions::default(),
         }
     }
 }
@@ -130,6 +133,8 @@ const MAX_WEBHOOK_JOBS: usize = 1000;
 /// The reconciler: owns the clients, the configuration and the work in flight.
 pub struct Reconciler {
     pub(crate) pve: Arc<dyn ProxmoxApi>,
+    /// Waits for Proxmox tasks: one task-list poll per node shared by every waiter.
+    pub(crate) tasks: proxmox_api::TaskWatcher,
     pub(crate) gh: Arc<dyn GitHubRunners>,
     pub(crate) cfg: Arc<RuntimeConfig>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -179,8 +184,10 @@ impl Reconciler {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Self> {
         let global_limit = Arc::new(Semaphore::new(tuning.max_parallel.max(1)));
+        let tasks = proxmox_api::TaskWatcher::new(Arc::clone(&pve), tuning.task_watch.clone());
         Arc::new(Self {
             observer: Observer::default(),
+            tasks,
             pve,
             gh,
             cfg,

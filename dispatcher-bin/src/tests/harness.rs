@@ -49,6 +49,7 @@ pub fn tuning() -> Tuning {
         shutdown_grace: Duration::from_secs(2),
         pool_backoff: Duration::from_millis(1),
         hold_retry: Duration::from_millis(40),
+        task_watch: proxmox_api::TaskWatcherOptions::default(),
         max_backoff: Duration::from_millis(5),
         taken_vmid_ttl: Duration::from_secs(600),
     }
