@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use pool_scheduler::{InFlight, Job, Marker, NodeInfo, Observed, ObservedVm, Power, RunnerReg};
@@ -90,10 +91,29 @@ impl Observation {
 /// The description marker read for a VMID, with the VM name it was read under (a renamed VM is re-read).
 type MarkerCache = HashMap<u32, (Option<String>, Option<Marker>)>;
 
-/// Caches across passes: description markers (by VMID and name) and when a ready VM lost its runner.
+/// A `status/current` answer kept for a short while: power, name and lock as Proxmox said then.
+#[derive(Debug, Clone)]
+struct Confirmed {
+    power: Power,
+    name: Option<String>,
+    lock: Option<String>,
+    at: Instant,
+}
+
+/// How long a `status/current` answer is reused instead of asking again (passes come every few hundred
+/// milliseconds in a burst; the listing catches up within ~10 s).
+const CONFIRM_TTL: Duration = Duration::from_secs(2);
+
+/// How long the node list is reused (node state changes rarely; offline nodes are also seen in the listing).
+const NODES_TTL: Duration = Duration::from_secs(10);
+
+/// Caches across passes: description markers (by VMID and name), recent `status/current` answers, the node
+/// list, and when a ready VM lost its runner.
 #[derive(Debug, Default)]
 pub struct Observer {
     markers: Mutex<MarkerCache>,
+    confirmed: Mutex<HashMap<u32, Confirmed>>,
+    nodes: Mutex<Option<(Instant, Vec<proxmox_api::NodeInfo>)>>,
     vanished_since: Mutex<BTreeMap<u32, u64>>,
     idle_since: Mutex<BTreeMap<u32, (String, u64)>>,
 }
@@ -120,14 +140,24 @@ impl Observer {
         in_flight: Vec<InFlight>,
         taken: &BTreeSet<u32>,
     ) -> Result<Observation, Error> {
+        let cached_nodes = lock(&self.nodes)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < NODES_TTL)
+            .map(|(_, n)| n.clone());
         let (guests, nodes, runners, jobs) = tokio::join!(
             rec.pve.cluster_guests(),
-            rec.pve.nodes(),
+            async {
+                match cached_nodes {
+                    Some(n) => Ok(n),
+                    None => rec.pve.nodes().await,
+                }
+            },
             rec.gh.list_runners(),
             rec.gh.queued_jobs(),
         );
         let guests = guests?;
         let nodes = nodes?;
+        *lock(&self.nodes) = Some((Instant::now(), nodes.clone()));
         let runners = runners?;
         let jobs = match jobs {
             Ok(jobs) => jobs,
@@ -162,10 +192,13 @@ impl Observer {
         // crash, before the tags were set): one config read per VM, cached while the VM keeps its name.
         let present: HashSet<u32> = qemu.iter().map(|v| v.vmid.get()).collect();
         lock(&self.markers).retain(|id, _| present.contains(id));
+        // A VM the dispatcher is making is known without a read (it is untagged only until its first PUT).
+        let working: HashSet<u32> = in_flight.iter().map(|f| f.vmid).collect();
         let to_fetch: Vec<&ClusterVm> = qemu
             .iter()
             .copied()
             .filter(|v| !v.template && pools.pool_for_vmid(v.vmid.get()).is_some())
+            .filter(|v| !working.contains(&v.vmid.get()))
             .filter(|v| !v.tags.contains(pool_scheduler::marks::MANAGED_TAG))
             .filter(|v| {
                 let cache = lock(&self.markers);
@@ -214,36 +247,66 @@ impl Observer {
             })
             .collect();
 
-        // Confirm "stopped" (and "unknown") with status/current before the planner may delete on it.
+        // Confirm "stopped" (and "unknown") with status/current before the planner may delete on it — but only
+        // where a decision depends on it: a VM whose runner is online or busy is certainly running.
         let busy_in_flight: HashSet<u32> = in_flight.iter().map(|f| f.vmid).collect();
         // Also confirm a ready JIT runner VM whose registration is gone: its one job is done and it is
         // powering itself off, while the listing may say "running" for another ~10 s.
-        let registered: HashSet<&str> = runners.iter().map(|r| r.name.as_str()).collect();
+        let registered: HashMap<&str, bool> = runners
+            .iter()
+            .map(|r| (r.name.as_str(), r.is_online() || r.busy))
+            .collect();
         let finishing = |v: &ObservedVm| {
             v.power == Power::Running
                 && pool_scheduler::marks::has_ready_tag(&v.tags)
-                && v.name.as_deref().is_some_and(|n| !registered.contains(n))
+                && v.name
+                    .as_deref()
+                    .is_some_and(|n| !registered.contains_key(n))
                 && pool_scheduler::ownership(pools, v)
                     .is_some_and(|o| !rec.cfg.uses_registration_token(&pools.pools()[o.pool].name))
+        };
+        let runner_up = |v: &ObservedVm| {
+            v.name
+                .as_deref()
+                .is_some_and(|n| registered.get(n).copied().unwrap_or(false))
         };
         let confirm: Vec<usize> = vms
             .iter()
             .enumerate()
             .filter(|(_, v)| {
-                (matches!(v.power, Power::Stopped | Power::Unknown) || finishing(v))
+                ((matches!(v.power, Power::Stopped | Power::Unknown) && !runner_up(v))
+                    || finishing(v))
                     && v.lock.is_none()
             })
             .filter(|(_, v)| !busy_in_flight.contains(&v.vmid))
             .filter(|(_, v)| pool_scheduler::ownership(pools, v).is_some_and(|o| o.deletable))
             .map(|(i, _)| i)
             .collect();
+        {
+            let present: HashSet<u32> = vms.iter().map(|v| v.vmid).collect();
+            // A VMID being provisioned again is a new VM: what was confirmed of the old one is forgotten.
+            lock(&self.confirmed).retain(|id, c| {
+                present.contains(id) && !working.contains(id) && c.at.elapsed() < CONFIRM_TTL
+            });
+        }
         let confirmed = join_all(confirm.iter().map(|&i| {
             let v = &vms[i];
+            let cached = lock(&self.confirmed).get(&v.vmid).cloned();
             async move {
+                if let Some(c) = cached {
+                    return Some(Ok(c));
+                }
                 let node = NodeName::new(v.node.clone());
                 let vmid = VmId::new(v.vmid);
                 match (node, vmid) {
-                    (Ok(node), Ok(vmid)) => Some(rec.pve.vm_status(&node, vmid).await),
+                    (Ok(node), Ok(vmid)) => {
+                        Some(rec.pve.vm_status(&node, vmid).await.map(|s| Confirmed {
+                            power: power_of(Some(s.status.as_str())),
+                            name: s.name,
+                            lock: s.lock.filter(|l| !l.is_empty()),
+                            at: Instant::now(),
+                        }))
+                    }
                     _ => None,
                 }
             }
@@ -251,15 +314,16 @@ impl Observer {
         .await;
         for (i, status) in confirm.into_iter().zip(confirmed) {
             match status {
-                Some(Ok(s)) => {
+                Some(Ok(c)) => {
                     let vm = &mut vms[i];
-                    vm.power = power_of(Some(s.status.as_str()));
+                    vm.power = c.power;
                     vm.power_confirmed = true;
-                    vm.lock = s.lock.filter(|l| !l.is_empty());
+                    vm.lock.clone_from(&c.lock);
                     // status/current is current; the listing's name may still be a previous VM's with this id.
-                    if s.name.is_some() {
-                        vm.name = s.name;
+                    if c.name.is_some() {
+                        vm.name.clone_from(&c.name);
                     }
+                    lock(&self.confirmed).entry(vm.vmid).or_insert(c);
                 }
                 Some(Err(e)) => {
                     tracing::debug!(vmid = vms[i].vmid, error = %e, "status/current failed")

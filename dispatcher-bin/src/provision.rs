@@ -340,12 +340,28 @@ async fn wait_for_agent(
     node: &NodeName,
     vmid: VmId,
 ) -> Result<(), Error> {
-    let deadline = Instant::now() + pool.boot_timeout;
+    let began = Instant::now();
+    let deadline = began + pool.boot_timeout;
     let (mut pause, max_pause) = rec.tuning.agent_poll;
     let cancel = rec.shutdown_token();
+    // No guest of this pool answered sooner than its fastest boot so far: the first ping waits for most of
+    // that (fewer pings through pveproxy), the rest poll as before.
+    let fastest = rec.state().agent_boot.get(&pool.name).copied();
+    if let Some(fastest) = fastest {
+        tokio::select! {
+            () = cancel.cancelled() => return Err(Error::Cancelled),
+            () = tokio::time::sleep(fastest.mul_f64(0.8)) => {},
+        }
+    }
     loop {
         match rec.pve.agent_ping(node, vmid).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                let took = began.elapsed();
+                let mut st = rec.state();
+                let best = st.agent_boot.entry(pool.name.clone()).or_insert(took);
+                *best = (*best).min(took);
+                return Ok(());
+            }
             Err(e) => tracing::trace!(vmid = vmid.get(), error = %e, "agent not up yet"),
         }
         if Instant::now() + pause > deadline {

@@ -118,6 +118,8 @@ pub(crate) struct State {
     pub(crate) deregistering: HashSet<u64>,
     pub(crate) taken: BTreeMap<u32, Instant>,
     gates: PoolGates,
+    /// The fastest guest-agent answer after a start seen per pool (the first ping waits for most of it).
+    pub(crate) agent_boot: HashMap<String, Duration>,
     /// The numbers last logged per pool (the plan is logged when they change).
     last_plan: HashMap<String, pool_scheduler::PoolNumbers>,
     logged_unmatched: HashSet<u64>,

@@ -87,7 +87,28 @@ async fn listing_that_lags_does_not_delete_a_running_vm() {
     let report = h.pass().await;
     assert_eq!(report.deleting, 0);
     let w = h.fake.world();
-    assert!(w.count_for("vm_status", 207) >= 1, "listing confirmed");
+    assert_eq!(
+        w.count_for("vm_status", 207),
+        0,
+        "an online runner proves the VM runs: no status read needed"
+    );
+    assert!(w.mutations_of(207).is_empty(), "{:?}", w.mutations_of(207));
+    assert_eq!(w.vms[&207].status, "running");
+}
+
+#[tokio::test]
+async fn a_listing_that_says_stopped_is_confirmed_while_the_runner_is_not_up() {
+    let fake = Fake::new();
+    let mut vm = our_vm("pve1", 207, NOW - 60).running();
+    vm.listed_status = Some("stopped".to_owned());
+    fake.world().vms.insert(207, vm);
+    let h = Setup::new().build(fake);
+    h.fake.add_runner(&name_of(&h, 207), false, false);
+
+    let report = h.pass().await;
+    assert_eq!(report.deleting, 0);
+    let w = h.fake.world();
+    assert_eq!(w.count_for("vm_status", 207), 1, "listing confirmed");
     assert!(w.mutations_of(207).is_empty(), "{:?}", w.mutations_of(207));
     assert_eq!(w.vms[&207].status, "running");
 }
