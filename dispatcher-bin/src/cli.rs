@@ -162,6 +162,10 @@ pub struct SettingsArgs {
     /// Verbose logs (`RUST_LOG` takes precedence).
     #[arg(long, env = "DEBUG_LOGGING", global = true)]
     pub debug_logging: Option<String>,
+    /// This dispatcher's identity (1-32 of `a-z0-9_.-`), written into every VM it makes; VMs of another
+    /// identity are never touched. Default: derived from the GitHub scope and the pools file path.
+    #[arg(long, env = "DISPATCHER_ID", global = true)]
+    pub dispatcher_id: Option<String>,
 }
 
 #[cfg(test)]

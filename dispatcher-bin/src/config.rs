@@ -116,6 +116,7 @@ impl SettingsArgs {
                 LogFormat::Json => "json".to_owned(),
             }),
             "DEBUG_LOGGING" => self.debug_logging.clone(),
+            "DISPATCHER_ID" => self.dispatcher_id.clone(),
             _ => None,
         }
     }
@@ -378,9 +379,22 @@ impl RuntimeConfig {
         };
 
         match (proxmox, github, pools) {
-            (Some(proxmox), Some(github), Some(pools)) if errors.is_empty() => {
+            (Some(proxmox), Some(github), Some(mut pools)) if errors.is_empty() => {
                 let runner_url = get("REPO_URL").unwrap_or_else(|| github.runner_url().to_string());
                 let runner_url = runner_url.trim_end_matches('/').to_owned();
+                let instance = match get("DISPATCHER_ID") {
+                    Some(id) if pool_scheduler::marks::is_valid_instance_id(&id) => id,
+                    Some(id) => {
+                        return Err(ConfigErrors(vec![format!(
+                            "DISPATCHER_ID={id:?}: expected 1-32 characters of a-z 0-9 _ . - starting with \
+                             a letter or digit"
+                        )]));
+                    }
+                    None => {
+                        default_instance_id(&github.runner_url().to_string(), pools_path.as_deref())
+                    }
+                };
+                pools.set_instance(Some(instance));
                 Ok(Self {
                     proxmox,
                     org_repositories,
@@ -399,6 +413,33 @@ impl RuntimeConfig {
             }
             _ => Err(ConfigErrors(errors)),
         }
+    }
+
+    /// Whether jobs of `repository` (`owner/name`) are ours to serve: the configured repository in repository
+    /// scope; in organisation scope a repository of the organisation, and one of `GITHUB_REPOSITORIES` when
+    /// that list is set. Compared case-insensitively, as GitHub does.
+    pub fn serves_repository(&self, repository: &str) -> bool {
+        let Some((owner, name)) = repository.split_once('/') else {
+            return false;
+        };
+        match &self.github.scope {
+            github_runners::Scope::Repo { owner: o, name: n } => {
+                o.eq_ignore_ascii_case(owner) && n.eq_ignore_ascii_case(name)
+            }
+            github_runners::Scope::Org { org } => {
+                org.eq_ignore_ascii_case(owner)
+                    && (self.org_repositories.is_empty()
+                        || self.org_repositories.iter().any(|r| {
+                            let (ro, rn) = r.split_once('/').unwrap_or((org.as_str(), r.as_str()));
+                            ro.eq_ignore_ascii_case(owner) && rn.eq_ignore_ascii_case(name)
+                        }))
+            }
+        }
+    }
+
+    /// This dispatcher's instance id (`DISPATCHER_ID`, or derived from the GitHub scope and the pools file).
+    pub fn instance(&self) -> &str {
+        self.pools.instance().unwrap_or_default()
     }
 
     /// Whether a pool gets a registration token (its template asks for one) rather than a JIT config.
@@ -438,6 +479,55 @@ mod tests {
     fn load(vars: &HashMap<&'static str, String>) -> Result<RuntimeConfig, ConfigErrors> {
         let lookup = |k: &str| vars.get(k).cloned();
         RuntimeConfig::load(&lookup, &|_| false)
+    }
+
+    #[test]
+    fn webhook_jobs_are_served_only_for_the_configured_repositories() {
+        let cfg = load(&base()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            cfg.serves_repository("NREL/EnergyPlus") && cfg.serves_repository("nrel/energyplus")
+        );
+        assert!(!cfg.serves_repository("NREL/other") && !cfg.serves_repository("EnergyPlus"));
+        let mut vars = base();
+        vars.insert("GITHUB_ORG", "acme".to_owned());
+        vars.insert("GITHUB_REPOSITORIES", "widgets,other-org/tools".to_owned());
+        let cfg = load(&vars).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.serves_repository("acme/widgets"));
+        assert!(
+            !cfg.serves_repository("acme/secret"),
+            "outside GITHUB_REPOSITORIES"
+        );
+        assert!(
+            !cfg.serves_repository("evil/widgets"),
+            "outside the organisation"
+        );
+    }
+
+    #[test]
+    fn the_instance_id_is_derived_stable_and_overridable() {
+        let a = load(&base()).unwrap_or_else(|e| panic!("{e}"));
+        let b = load(&base()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.instance(), b.instance());
+        assert!(pool_scheduler::marks::is_valid_instance_id(a.instance()));
+        let mut vars = base();
+        vars.insert("REPO_NAME", "other".to_owned());
+        let c = load(&vars).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(
+            a.instance(),
+            c.instance(),
+            "another scope, another identity"
+        );
+        vars.insert("DISPATCHER_ID", "site-a".to_owned());
+        let d = load(&vars).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.instance(), "site-a");
+        vars.insert("DISPATCHER_ID", "Site A".to_owned());
+        let e = load(&vars)
+            .err()
+            .unwrap_or_else(|| panic!("must be refused"));
+        assert!(
+            e.0.len() == 1 && e.0[0].starts_with("DISPATCHER_ID=\"Site A\""),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -573,4 +663,21 @@ mod tests {
             err.0
         );
     }
+}
+
+/// The instance id when `DISPATCHER_ID` is unset: the first 8 hex digits of SHA-256 over the GitHub scope
+/// URL and the pools file path, so two dispatchers serving different scopes or pools files never take each
+/// other's VMs for theirs, and one dispatcher keeps its id across restarts (set `DISPATCHER_ID` to keep it
+/// when either changes).
+pub fn default_instance_id(scope_url: &str, pools_file: Option<&Path>) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(scope_url.as_bytes());
+    h.update(b"\n");
+    h.update(
+        pools_file
+            .map_or_else(String::new, |p| p.display().to_string())
+            .as_bytes(),
+    );
+    hex::encode(&h.finalize()[..4])
 }

@@ -1,8 +1,8 @@
-//! Deleting a runner VM (stop if running → destroy with purge → snippet → registration) and removing a
-//! registration that has no VM. Ownership is re-checked on fresh `status/current` data right before the
-//! destructive call: the cluster listing the plan came from may be seconds old.
+//! Deleting a runner VM (registration → stop if running → destroy with purge → snippet) and removing a
+//! registration that has no VM. Ownership is re-checked on fresh `status/current` data (name, lock, tags)
+//! right before each destructive call: the cluster listing the plan came from may be seconds old.
 
-use pool_scheduler::{Delete, DeleteReason, Deregister};
+use pool_scheduler::{Delete, Deregister, marks};
 use proxmox_api::{NodeName, VmId};
 
 use crate::error::Error;
@@ -37,62 +37,102 @@ async fn try_delete(
     let node = NodeName::new(del.node.clone())?;
     let vmid = VmId::new(del.vmid)?;
     let status = rec.pve.vm_status(&node, vmid).await?;
-    let pool = rec
-        .cfg
-        .pools
-        .pool(&del.pool)
-        .ok_or_else(|| Error::NotOwned {
-            vmid: del.vmid,
-            why: format!("pool {:?} unknown", del.pool),
-        })?;
-    if status.template {
-        return Err(Error::NotOwned {
-            vmid: del.vmid,
-            why: "it is a template".into(),
-        });
-    }
-    if let Some(name) = status.name.as_deref()
-        && (!name.starts_with(&pool.runner_name_prefix) || name != del.name)
-    {
-        return Err(Error::NotOwned {
-            vmid: del.vmid,
-            why: format!("its name is {name:?}"),
-        });
-    }
-    if let Some(lock) = status.lock.as_deref().filter(|l| !l.is_empty()) {
-        return Err(Error::NotOwned {
-            vmid: del.vmid,
-            why: format!("it is locked ({lock})"),
-        });
-    }
-    if del.reason == DeleteReason::IdleSurplus {
-        // The runner may take a job at any moment: remove its registration first (GitHub refuses while
-        // a job runs) and stop the VM only once the runner can no longer be given one.
-        if let Some(id) = registration {
-            match rec.gh.delete_runner(id).await {
-                Ok(()) | Err(github_runners::Error::NotFound { .. }) => {}
-                Err(github_runners::Error::RunnerBusy { .. }) => {
-                    tracing::info!(vmid = del.vmid, runner = %del.name, "idle runner took a job meanwhile; kept");
-                    return Ok(false);
-                }
-                Err(e) => return Err(e.into()),
+    verify_ours(rec, &node, vmid, del, &status).await?;
+    // The runner may take a job at any moment until it is gone from GitHub: remove its registration first
+    // (GitHub refuses while a job runs: then the VM is kept, whatever the plan said), and stop the VM only
+    // once the runner can no longer be given one.
+    if let Some(id) = registration {
+        match rec.gh.delete_runner(id).await {
+            Ok(()) | Err(github_runners::Error::NotFound { .. }) => {}
+            Err(github_runners::Error::RunnerBusy { .. }) => {
+                tracing::info!(vmid = del.vmid, runner = %del.name, reason = %del.reason, "the runner is running a job; VM kept");
+                return Ok(false);
             }
+            Err(e) => return Err(e.into()),
         }
     }
     if status.is_running() {
         let upid = rec.pve.stop(&node, vmid).await?;
         rec.tasks.wait(&upid, rec.tuning.task_deadline).await?;
+        // The marks are read again right before the destroy: the plan and the first read are seconds old.
+        let fresh = rec.pve.vm_status(&node, vmid).await?;
+        verify_ours(rec, &node, vmid, del, &fresh).await?;
     }
     let upid = rec.pve.delete_vm(&node, vmid, true, true).await?;
     rec.tasks.wait(&upid, rec.tuning.task_deadline).await?;
     if let Err(e) = rec.cfg.snippets.remove(&del.name).await {
         tracing::warn!(runner = %del.name, error = %e, "could not delete a leftover snippet");
     }
-    // An idle-surplus runner's registration is already gone (removed before the stop).
-    if let Some(id) = registration.filter(|_| del.reason != DeleteReason::IdleSurplus) {
-        remove_registration(rec, id, &del.name).await;
-    }
     Ok(true)
+}
+
+/// The fresh `status/current` of the VM still shows it as the one the plan chose: not a template, named as
+/// planned (a missing name is not ours), unlocked, and carrying our marks — the tags (`ghr-managed`, its
+/// pool, no other dispatcher instance) or, for a VM whose tags were never set, the description marker.
+async fn verify_ours(
+    rec: &Reconciler,
+    node: &NodeName,
+    vmid: VmId,
+    del: &Delete,
+    status: &proxmox_api::VmStatus,
+) -> Result<(), Error> {
+    let not_owned = |why: String| Error::NotOwned {
+        vmid: del.vmid,
+        why,
+    };
+    let pool = rec
+        .cfg
+        .pools
+        .pool(&del.pool)
+        .ok_or_else(|| not_owned(format!("pool {:?} unknown", del.pool)))?;
+    if status.template {
+        return Err(not_owned("it is a template".into()));
+    }
+    match status.name.as_deref() {
+        None => return Err(not_owned("it has no name".into())),
+        Some(name) if !name.starts_with(&pool.runner_name_prefix) || name != del.name => {
+            return Err(not_owned(format!("its name is {name:?}")));
+        }
+        Some(_) => {}
+    }
+    if let Some(lock) = status.lock.as_deref().filter(|l| !l.is_empty()) {
+        return Err(not_owned(format!("it is locked ({lock})")));
+    }
+    let tags: Vec<String> = status.tags.iter().map(str::to_owned).collect();
+    let instance = rec.cfg.instance();
+    if let Some(other) = marks::tagged_instance(&tags).filter(|id| *id != instance) {
+        return Err(not_owned(format!(
+            "it belongs to dispatcher instance {other:?}"
+        )));
+    }
+    if marks::has_managed_tag(&tags) {
+        let pool_tag = marks::pool_tag(&pool.name);
+        if tags
+            .iter()
+            .any(|t| t.starts_with(marks::POOL_TAG_PREFIX) && *t != pool_tag)
+        {
+            return Err(not_owned("it carries another pool's tag".into()));
+        }
+        return Ok(());
+    }
+    // No tags yet (a clone that finished after a crash): the marker written with the clone must name us.
+    let cfg = rec.pve.vm_config(node, vmid).await?;
+    let marker = cfg
+        .description
+        .as_deref()
+        .and_then(marks::parse_description_marker);
+    match marker {
+        Some(m)
+            if m.pool == pool.name
+                && m.runner == del.name
+                && m.instance.as_deref().is_none_or(|id| id == instance) =>
+        {
+            Ok(())
+        }
+        _ => Err(not_owned(
+            "it carries neither our tags nor our marker".into(),
+        )),
+    }
 }
 
 /// Removes a registration of ours that has no VM.

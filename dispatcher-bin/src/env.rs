@@ -41,6 +41,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "WEBHOOK_SECRET",
     "LISTEN_ADDR",
     "LOG_FORMAT",
+    "DISPATCHER_ID",
 ];
 
 /// Prefixes whose unknown members are probably typos of ours.

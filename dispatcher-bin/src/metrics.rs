@@ -1019,6 +1019,36 @@ mod tests {
     }
 
     #[test]
+    fn held_pools_show_in_the_gauge_and_the_readiness_detail() {
+        let m = Metrics::new();
+        lock(&m.health).last_success = Some(Instant::now());
+        m.set_held(vec![crate::pool_gate::HeldPool {
+            pool: "linux".into(),
+            reason: "template_missing",
+            message: "pool \"linux\": template \"t\" not found".into(),
+        }]);
+        let text = m.encode();
+        assert!(
+            text.contains("gha_pool_held{pool=\"linux\",reason=\"template_missing\"} 1"),
+            "{text}"
+        );
+        let ready = m
+            .readiness(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            ready.contains("pool linux held (template_missing)"),
+            "{ready}"
+        );
+        m.set_held(Vec::new());
+        assert!(!m.encode().contains("gha_pool_held{"));
+        assert!(
+            !m.readiness(Duration::from_secs(5))
+                .unwrap_or_default()
+                .contains("held")
+        );
+    }
+
+    #[test]
     fn readiness_follows_the_passes() {
         let m = Metrics::new();
         let poll = Duration::from_secs(5);

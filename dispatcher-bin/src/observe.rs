@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use futures::future::join_all;
 use pool_scheduler::{InFlight, Job, Marker, NodeInfo, Observed, ObservedVm, Power, RunnerReg};
 use proxmox_api::{ClusterVm, NodeName, VmId};
@@ -426,6 +427,9 @@ impl Observer {
     }
 }
 
+/// Most `GET …/actions/jobs/{id}` confirmations of webhook-announced jobs at once.
+const WEBHOOK_JOB_CONCURRENCY: usize = 4;
+
 /// Jobs announced by webhook that the polls did not list, still `queued` according to GitHub (one
 /// conditional `GET …/actions/jobs/{id}` each); the others are forgotten.
 async fn webhook_jobs(rec: &Reconciler, polled: &[Job]) -> Vec<Job> {
@@ -441,7 +445,13 @@ async fn webhook_jobs(rec: &Reconciler, polled: &[Job]) -> Vec<Job> {
     if announced.is_empty() {
         return Vec::new();
     }
-    let answers = join_all(announced.iter().map(|(id, repo)| rec.gh.job_in(repo, *id))).await;
+    // Bounded: a burst of deliveries must not turn into hundreds of concurrent GETs (GitHub's secondary
+    // rate limit answers those).
+    let answers: Vec<_> = futures::stream::iter(announced.iter())
+        .map(|(id, repo)| rec.gh.job_in(repo, *id))
+        .buffered(WEBHOOK_JOB_CONCURRENCY)
+        .collect()
+        .await;
     let mut out = Vec::new();
     let mut forget = Vec::new();
     for ((id, _), answer) in announced.iter().zip(answers) {

@@ -71,8 +71,13 @@ async fn steps(
     crate::render::preflight(&rec.cfg, pool, name)?;
 
     // 1. credential ∥ clone
-    let description =
-        marks::description_marker(&pool.name, name, start.created_unix, &details(rec, start));
+    let description = marks::description_marker_of(
+        Some(rec.cfg.instance()),
+        &pool.name,
+        name,
+        start.created_unix,
+        &details(rec, start),
+    );
     let mut clone = CloneRequest::new(vmid);
     clone.name = Some(name.to_owned());
     clone.description = Some(description);
@@ -83,6 +88,7 @@ async fn steps(
     if tpl_node != node {
         clone.target = Some(node.clone());
     }
+    clone.pool.clone_from(&pool.pve_pool);
     let clone_started = Instant::now();
     let (minted, cloned) = tokio::join!(
         mint(rec, pool, name),
@@ -103,7 +109,7 @@ async fn steps(
 
     // 2. configure: tags (+ the ready mark and cicustom in snippet mode: the VM is complete once started)
     let spec = crate::render::spec(&rec.cfg, pool, name, minted.credential);
-    let mut tags = marks::managed_tags(&pool.name);
+    let mut tags = managed_tags(rec, pool);
     let mut update = ConfigUpdate::default();
     if pool.injection == Injection::Snippet {
         let user_data = crate::render::user_data(&rec.cfg, pool, &spec)?;
@@ -179,7 +185,7 @@ async fn steps(
             // The credential is in the guest: from here on the runner may take a job at any moment, so a
             // failure to set the ready mark must not roll the VM back (that would kill the job). An owned
             // VM whose runner is online counts as idle without the mark.
-            let mut ready = marks::managed_tags(&pool.name);
+            let mut ready = managed_tags(rec, pool);
             ready.push(marks::READY_TAG.to_owned());
             let update = ConfigUpdate {
                 tags: Some(Tags::from_tags(ready.iter().map(String::as_str))?),
@@ -196,6 +202,13 @@ async fn steps(
         "runner VM ready (credential handed over)"
     );
     Ok(())
+}
+
+/// The tags that make a VM ours: managed, its pool, this dispatcher instance.
+fn managed_tags(rec: &Reconciler, pool: &Pool) -> Vec<String> {
+    let mut tags = marks::managed_tags(&pool.name);
+    tags.push(marks::instance_tag(rec.cfg.instance()));
+    tags
 }
 
 /// Free text after the marker line: what the VM was made for.

@@ -83,7 +83,12 @@ impl Default for Tuning {
             max_backoff: Duration::from_secs(300),
             taken_vmid_ttl: Duration::from_secs(600),
             hold_retry: crate::pool_gate::HOLD_RETRY,
-            task_watch: proxmox_api::TaskWatcherOptions::default(),
+            // One task-list poll per node and second while tasks run: a clone (seconds) or a start is seen
+            // at most a second late, and a burst costs pveproxy ~2 requests per job instead of ~20 polls.
+            task_watch: proxmox_api::TaskWatcherOptions {
+                interval: Duration::from_secs(1),
+                ..proxmox_api::TaskWatcherOptions::default()
+            },
         }
     }
 }
@@ -232,6 +237,13 @@ impl Reconciler {
     /// A `workflow_job` `queued` delivery for one of our pools: remember the job so the passes see it even
     /// when no poll lists it, then ask for a pass.
     pub fn note_queued_job(&self, job_id: u64, repository: &str) {
+        if !self.cfg.serves_repository(repository) {
+            tracing::debug!(
+                job = job_id,
+                "webhook job of a repository outside the configured scope ignored"
+            );
+            return;
+        }
         {
             let mut st = self.state();
             st.webhook_jobs.insert(job_id, repository.to_owned());
@@ -296,7 +308,53 @@ impl Reconciler {
         self.metrics
             .pass_observed(&self.cfg, &observation, &plan, self.clock.now_unix());
         self.log_plan(&plan, &observation.observed);
+        self.sweep_snippets(&observation);
         Ok(self.act(plan, observation))
+    }
+
+    /// Deletes snippet files of ours that no VM and no work in flight needs any more (a crash, a failed
+    /// delete or a rollback left them), in the background.
+    fn sweep_snippets(self: &Arc<Self>, observation: &Observation) {
+        if !self.cfg.any_snippet_pool() {
+            return;
+        }
+        let mut keep: HashSet<String> = observation
+            .observed
+            .vms
+            .iter()
+            .flat_map(|v| {
+                v.name
+                    .iter()
+                    .cloned()
+                    .chain(v.marker.iter().map(|m| m.runner.clone()))
+            })
+            .collect();
+        keep.extend(self.in_flight().into_iter().map(|f| f.runner_name));
+        let cfg = Arc::clone(&self.cfg);
+        let this = Arc::clone(self);
+        self.tracker.spawn(async move {
+            // Work begun after this pass's snapshot keeps its files too.
+            let busy: HashSet<String> = this
+                .in_flight()
+                .into_iter()
+                .map(|f| f.runner_name)
+                .collect();
+            let swept = cfg
+                .snippets
+                .sweep(
+                    {
+                        let cfg = Arc::clone(&cfg);
+                        move |runner| cfg.pools.parse_runner_name(runner).is_some()
+                    },
+                    move |runner| keep.contains(runner) || busy.contains(runner),
+                )
+                .await;
+            match swept {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "left-over snippets of ours deleted"),
+                Err(e) => tracing::warn!(error = %e, "could not sweep the snippet directory"),
+            }
+        });
     }
 
     fn log_plan(&self, plan: &Plan, observed: &Observed) {
@@ -356,12 +414,14 @@ impl Reconciler {
                 let this = Arc::clone(self);
                 self.tracker.spawn(async move {
                     let vmid = del.vmid;
+                    let guard = WorkGuard::new(&this, vmid);
                     let node = del.node.clone();
                     let _permits = this.permits(&node).await;
                     if !crate::deprovision::delete_vm(&this, &del, registration).await {
                         this.failed.fetch_add(1, Ordering::Relaxed);
                     }
                     this.state().in_flight.finish(vmid, Outcome::Gone);
+                    guard.disarm();
                     this.trigger();
                 });
             }
@@ -420,6 +480,7 @@ impl Reconciler {
             let this = Arc::clone(self);
             self.tracker.spawn(async move {
                 let vmid = start.vmid;
+                let guard = WorkGuard::new(&this, vmid);
                 let pool_name = pool.name.clone();
                 // Parallelism is bounded inside: only the clone (the heavy, lock-taking step) holds a slot;
                 // waiting for a guest to boot must not keep other VMs from being cloned.
@@ -441,6 +502,7 @@ impl Reconciler {
                     }
                 }
                 this.state().in_flight.finish(vmid, outcome);
+                guard.disarm();
                 this.trigger();
             });
         }
@@ -511,7 +573,13 @@ impl Reconciler {
                 () = self.wake.notified() => {},
             }
             let began = tokio::time::Instant::now();
-            match self.pass().await {
+            // A shutdown does not wait for a pass's slow upstream calls: the observation is dropped (it
+            // changed nothing), and work already started rolls back below.
+            let result = tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                r = self.pass() => r,
+            };
+            match result {
                 Ok(report) => {
                     failures = 0;
                     next_poll = began + self.cfg.poll_interval;
@@ -572,6 +640,44 @@ impl Reconciler {
                 in_flight = self.state().in_flight.len(),
                 "shutdown grace period over; exiting with work in flight"
             );
+        }
+    }
+}
+
+/// Clears a VM's in-flight record when the task working on it ends without saying how (a panic unwinds
+/// through the task): the record must not keep the VM "creating" forever. A VM left half-made that way is not
+/// in flight any more, so the next pass deletes it (and its registration and snippet) like any half-made VM.
+struct WorkGuard {
+    rec: Arc<Reconciler>,
+    vmid: u32,
+    armed: bool,
+}
+
+impl WorkGuard {
+    fn new(rec: &Arc<Reconciler>, vmid: u32) -> Self {
+        Self {
+            rec: Arc::clone(rec),
+            vmid,
+            armed: true,
+        }
+    }
+
+    /// The task ended normally and recorded its outcome itself.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for WorkGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::error!(
+                vmid = self.vmid,
+                "work on the VM ended abnormally; its record is cleared and the next pass cleans it up"
+            );
+            self.rec.failed.fetch_add(1, Ordering::Relaxed);
+            self.rec.state().in_flight.finish(self.vmid, Outcome::Gone);
+            self.rec.trigger();
         }
     }
 }

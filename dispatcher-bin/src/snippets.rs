@@ -56,11 +56,12 @@ impl SnippetStore {
         let body = SecretString::from(content.expose_secret().to_owned());
         tokio::task::spawn_blocking(move || {
             let final_path = dir.join(&name);
-            let tmp_path = dir.join(format!(".{name}.tmp"));
+            // A fresh, unpredictable name created exclusively: an existing file or a planted symlink at that
+            // path makes the write fail instead of being followed.
+            let tmp_path = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(0o600)
                 .open(&tmp_path)?;
             let written = file
@@ -87,12 +88,65 @@ impl SnippetStore {
         }
     }
 
+    /// Deletes the snippet files (and temporary files) of runners for which `is_ours(runner)` holds but
+    /// `keep(runner)` does not: what a crash, a failed delete or a rollback left behind. Other files are left
+    /// alone. Returns how many files were deleted.
+    pub async fn sweep(
+        &self,
+        is_ours: impl Fn(&str) -> bool + Send + 'static,
+        keep: impl Fn(&str) -> bool + Send + 'static,
+    ) -> std::io::Result<usize> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(e),
+            };
+            let mut removed = 0;
+            for entry in entries.flatten() {
+                let file_name = entry.file_name();
+                let Some(file_name) = file_name.to_str() else {
+                    continue;
+                };
+                let Some(runner) = runner_of(file_name) else {
+                    continue;
+                };
+                if !is_ours(runner) || keep(runner) {
+                    continue;
+                }
+                // Never follow a link: only plain files of ours are removed.
+                if entry.file_type().is_ok_and(|t| t.is_file())
+                    && std::fs::remove_file(entry.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
     /// Whether the folder exists and is writable (for `dispatcher check`).
     pub fn probe(&self) -> std::io::Result<()> {
         let probe = self.dir.join(".dispatcher-probe");
         std::fs::write(&probe, b"")?;
         std::fs::remove_file(&probe)
     }
+}
+
+/// The runner a snippet or temporary file belongs to: `<runner>.yaml` or `.<runner>.yaml.<hex>.tmp`.
+fn runner_of(file_name: &str) -> Option<&str> {
+    if let Some(rest) = file_name.strip_prefix('.') {
+        let rest = rest.strip_suffix(".tmp")?;
+        let (yaml, hex) = rest.rsplit_once('.')?;
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        return yaml.strip_suffix(".yaml");
+    }
+    file_name.strip_suffix(".yaml")
 }
 
 #[cfg(test)]
@@ -123,6 +177,66 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().count(),
             0,
             "no temporary file left"
+        );
+    }
+
+    #[tokio::test]
+    async fn sweep_removes_only_leftovers_of_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnippetStore::new(dir.path(), "local");
+        for f in [
+            "gh-runner-201-abc.yaml",
+            "gh-runner-202-abc.yaml",
+            ".gh-runner-203-abc.yaml.00ff00ff00ff00ff.tmp",
+            "someone-else.yaml",
+            "hookscript.pl",
+        ] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("gh-runner-204-abc.yaml"))
+            .unwrap();
+        let removed = store
+            .sweep(
+                |r| r.starts_with("gh-runner-"),
+                |r| r == "gh-runner-202-abc",
+            )
+            .await
+            .unwrap();
+        assert_eq!(removed, 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "gh-runner-202-abc.yaml",
+                "gh-runner-204-abc.yaml",
+                "hookscript.pl",
+                "someone-else.yaml"
+            ]
+        );
+        assert!(std::fs::metadata("/etc/passwd").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_planted_file_at_the_temporary_path_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnippetStore::new(dir.path(), "local");
+        // Whatever sits beside, the write goes to a fresh exclusive file and lands at the final name.
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join(".gh-runner-1-a.yaml.tmp"))
+            .unwrap();
+        let path = store
+            .write("gh-runner-1-a", &SecretString::from("s"))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "s");
+        assert!(
+            std::fs::symlink_metadata(dir.path().join(".gh-runner-1-a.yaml.tmp"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
         );
     }
 }

@@ -10,7 +10,7 @@
 //! 3. it carries our mark: the `ghr-managed` tag or a description marker naming P.
 //!
 //! A marker or a `ghr-pool-…` tag naming another pool makes the marks contradict each other: the VM is left
-//! alone. An owned VM whose name is a runner name with a different VMID, or whose marker names another
+//! alone. So does a `ghr-inst-…` tag or a marker `instance=` naming another dispatcher instance. An owned VM whose name is a runner name with a different VMID, or whose marker names another
 //! runner, is counted but never deleted.
 //!
 //! # Phases and stale rules
@@ -124,6 +124,18 @@ pub fn ownership<'a>(config: &Config, vm: &'a ObservedVm) -> Option<Owned<'a>> {
     let pool_idx = config.pool_for_vmid(vm.vmid)?;
     let pool = &config.pools()[pool_idx];
 
+    // Another dispatcher instance's VM is never ours, whatever else it carries (VMs marked before instance
+    // identities existed carry no instance and stay ours).
+    let instance = config.instance();
+    if marks::tagged_instance(&vm.tags).is_some_and(|id| Some(id) != instance)
+        || vm
+            .marker
+            .as_ref()
+            .and_then(|m| m.instance.as_deref())
+            .is_some_and(|id| Some(id) != instance)
+    {
+        return None;
+    }
     let marker_ok = match &vm.marker {
         Some(m) if m.pool == pool.name => true,
         Some(_) => return None,

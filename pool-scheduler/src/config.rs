@@ -39,6 +39,7 @@ const POOL_KEYS: &[&str] = &[
     "user_data_template",
     "storage",
     "clone_storage",
+    "pve_pool",
     "max_runners",
     "injection",
     "full_clone",
@@ -213,6 +214,9 @@ pub struct Pool {
     pub storage: String,
     /// Target storage for full clones.
     pub clone_storage: Option<String>,
+    /// Proxmox resource pool the clones join (`pool=` of the clone call): the token's role can then be
+    /// granted on `/pool/<pve_pool>` instead of `/vms`.
+    pub pve_pool: Option<String>,
     /// Pool cap (0 = unlimited).
     pub max_runners: u32,
     /// Credential injection.
@@ -286,6 +290,8 @@ pub struct Config {
     ranges: Vec<(u32, u32, usize)>,
     /// prefix → pool index.
     prefixes: HashMap<String, usize>,
+    /// The dispatcher instance these pools belong to (see [`crate::marks::instance_tag`]).
+    instance: Option<String>,
 }
 
 /// A loaded configuration and its warnings (unknown keys).
@@ -365,6 +371,18 @@ impl Config {
     /// Replaces the operator switches.
     pub fn set_flags(&mut self, flags: Flags) {
         self.flags = flags;
+    }
+
+    /// The dispatcher instance these pools belong to: its VMs carry `ghr-inst-<id>` and `instance=<id>` in
+    /// their marker, and VMs marked by any other instance are never ours.
+    #[must_use]
+    pub fn instance(&self) -> Option<&str> {
+        self.instance.as_deref()
+    }
+
+    /// Sets the instance id (validated by the caller with [`crate::marks::is_valid_instance_id`]).
+    pub fn set_instance(&mut self, id: Option<String>) {
+        self.instance = id;
     }
 
     /// The index of the pool whose VMID range contains `vmid` (ranges never overlap).
@@ -598,6 +616,7 @@ struct Draft {
     user_data_template: Option<Option<PathBuf>>,
     storage: Option<String>,
     clone_storage: Option<Option<String>>,
+    pve_pool: Option<Option<String>>,
     max_runners: Option<u32>,
     injection: Option<Injection>,
     full_clone: Option<bool>,
@@ -951,6 +970,14 @@ fn parse_pool(
         || None,
         |v| non_empty_string(v, "").map(Some),
     );
+    let pve_pool = field(
+        obj,
+        "pve_pool",
+        &loc,
+        sink,
+        || None,
+        |v| non_empty_string(v, "").map(Some),
+    );
     let max_runners = field(
         obj,
         "max_runners",
@@ -1050,6 +1077,7 @@ fn parse_pool(
         user_data_template,
         storage,
         clone_storage,
+        pve_pool,
         max_runners,
         injection,
         full_clone,
@@ -1288,6 +1316,7 @@ fn build(value: &Value, base_dir: &Path, defaults: &Defaults) -> Result<Loaded, 
             Some(user_data_template),
             Some(storage),
             Some(clone_storage),
+            Some(pve_pool),
             Some(max_runners),
             Some(injection),
             Some(full_clone),
@@ -1309,6 +1338,7 @@ fn build(value: &Value, base_dir: &Path, defaults: &Defaults) -> Result<Loaded, 
             d.user_data_template,
             d.storage,
             d.clone_storage,
+            d.pve_pool,
             d.max_runners,
             d.injection,
             d.full_clone,
@@ -1351,6 +1381,7 @@ fn build(value: &Value, base_dir: &Path, defaults: &Defaults) -> Result<Loaded, 
             user_data_template,
             storage,
             clone_storage,
+            pve_pool,
             max_runners,
             injection,
             full_clone,
@@ -1380,6 +1411,7 @@ fn build(value: &Value, base_dir: &Path, defaults: &Defaults) -> Result<Loaded, 
             flags: defaults.flags,
             ranges,
             prefixes,
+            instance: None,
         },
         warnings: sink.warnings,
     })

@@ -4,8 +4,10 @@
 //!   (unix seconds) in lowercase base 36, so the creation time can be read back from the name alone (which
 //!   `/cluster/resources` lists). Prefixes are normalised at config load to end with `-`.
 //! * The clone `description` starts with the line
-//!   `ghr-managed: pool=<pool> runner=<runner name> created=<unix secs>`, followed by free text lines.
-//! * Tags: [`MANAGED_TAG`], [`pool_tag`] and, once the VM is started and its credential injected, [`READY_TAG`].
+//!   `ghr-managed: pool=<pool> runner=<runner name> created=<unix secs> instance=<dispatcher id>`, followed by
+//!   free text lines (`instance=` is absent on VMs made before instance identities existed).
+//! * Tags: [`MANAGED_TAG`], [`pool_tag`], [`instance_tag`] and, once the VM is started and its credential
+//!   injected, [`READY_TAG`].
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +19,35 @@ pub const READY_TAG: &str = "ghr-ready";
 pub const POOL_TAG_PREFIX: &str = "ghr-pool-";
 /// The key that starts the first line of a managed VM's description.
 pub const MARKER_KEY: &str = "ghr-managed:";
+/// The prefix of the per-instance tag (see [`instance_tag`]).
+pub const INSTANCE_TAG_PREFIX: &str = "ghr-inst-";
+
+/// Whether `id` can name a dispatcher instance: 1–32 characters of `[a-z0-9_.-]`, starting with a letter
+/// or digit (it becomes part of a Proxmox tag and of the description marker).
+#[must_use]
+pub fn is_valid_instance_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && id.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
+}
+
+/// The per-instance tag: `ghr-inst-<id>`. Two dispatchers with different ids never touch each other's VMs.
+#[must_use]
+pub fn instance_tag(id: &str) -> String {
+    format!("{INSTANCE_TAG_PREFIX}{id}")
+}
+
+/// The instance a tag list names, if any.
+#[must_use]
+pub fn tagged_instance(tags: &[String]) -> Option<&str> {
+    tags.iter()
+        .find_map(|t| t.strip_prefix(INSTANCE_TAG_PREFIX))
+}
 
 /// The per-pool tag: `ghr-pool-<name>`, the name lowercased and every character outside `[a-z0-9_+.-]`
 /// replaced by `-` (Proxmox tags allow only those).
@@ -123,6 +154,9 @@ pub struct Marker {
     pub runner: String,
     /// Creation time, unix seconds.
     pub created: u64,
+    /// The dispatcher instance that made it (`None` on VMs made before instance identities).
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 /// The clone `description`: the marker line, then `details` (free text, e.g. `job=1 run=2 repo=o/r`) on the
@@ -136,7 +170,30 @@ pub struct Marker {
 /// ```
 #[must_use]
 pub fn description_marker(pool: &str, runner: &str, created_unix: u64, details: &str) -> String {
+    description_marker_of(None, pool, runner, created_unix, details)
+}
+
+/// [`description_marker`] naming the dispatcher instance that makes the VM.
+///
+/// ```
+/// use pool_scheduler::marks::{description_marker_of, parse_description_marker};
+/// let d = description_marker_of(Some("ci-a"), "linux", "gh-runner-201-s44we8", 1_700_000_000, "");
+/// assert_eq!(d, "ghr-managed: pool=linux runner=gh-runner-201-s44we8 created=1700000000 instance=ci-a");
+/// assert_eq!(parse_description_marker(&d).and_then(|m| m.instance), Some("ci-a".to_owned()));
+/// ```
+#[must_use]
+pub fn description_marker_of(
+    instance: Option<&str>,
+    pool: &str,
+    runner: &str,
+    created_unix: u64,
+    details: &str,
+) -> String {
     let mut s = format!("{MARKER_KEY} pool={pool} runner={runner} created={created_unix}");
+    if let Some(id) = instance {
+        s.push_str(" instance=");
+        s.push_str(id);
+    }
     let details = details.trim_end();
     if !details.is_empty() {
         s.push('\n');
@@ -146,8 +203,8 @@ pub fn description_marker(pool: &str, runner: &str, created_unix: u64, details: 
 }
 
 /// Parses the marker from a description: its first line must be exactly
-/// `ghr-managed: pool=<pool> runner=<runner> created=<secs>` (trailing whitespace and `\r` tolerated).
-/// Anything else gives `None`.
+/// `ghr-managed: pool=<pool> runner=<runner> created=<secs>[ instance=<id>]` (trailing whitespace and `\r`
+/// tolerated). Anything else gives `None`.
 #[must_use]
 pub fn parse_description_marker(description: &str) -> Option<Marker> {
     let first = description.lines().next()?.trim_end();
@@ -156,6 +213,16 @@ pub fn parse_description_marker(description: &str) -> Option<Marker> {
     let pool = parts.next()?.strip_prefix("pool=")?;
     let runner = parts.next()?.strip_prefix("runner=")?;
     let created = parts.next()?.strip_prefix("created=")?;
+    let instance = match parts.next() {
+        Some(p) => {
+            let id = p.strip_prefix("instance=")?;
+            if !is_valid_instance_id(id) {
+                return None;
+            }
+            Some(id.to_owned())
+        }
+        None => None,
+    };
     if parts.next().is_some() || pool.is_empty() || runner.is_empty() {
         return None;
     }
@@ -166,6 +233,7 @@ pub fn parse_description_marker(description: &str) -> Option<Marker> {
         pool: pool.to_owned(),
         runner: runner.to_owned(),
         created: created.parse().ok()?,
+        instance,
     })
 }
 
@@ -222,8 +290,14 @@ mod tests {
             Some(Marker {
                 pool: "gpu".into(),
                 runner: "gpu-300-abc".into(),
-                created: 42
+                created: 42,
+                instance: None,
             })
+        );
+        let d = description_marker_of(Some("site-a.1"), "gpu", "gpu-300-abc", 42, "x");
+        assert_eq!(
+            parse_description_marker(&d).and_then(|m| m.instance),
+            Some("site-a.1".to_owned())
         );
         for bad in [
             "",
@@ -234,6 +308,9 @@ mod tests {
             "ghr-managed:  pool=a runner=b created=1",
             "ghr-managed: runner=b pool=a created=1",
             "ghr-managed: pool=a runner=b created=1 extra=2",
+            "ghr-managed: pool=a runner=b created=1 instance=",
+            "ghr-managed: pool=a runner=b created=1 instance=UPPER",
+            "ghr-managed: pool=a runner=b created=1 instance=a extra=2",
         ] {
             assert_eq!(parse_description_marker(bad), None, "{bad:?}");
         }
@@ -248,5 +325,11 @@ mod tests {
         assert!(has_managed_tag(&["GHR-MANAGED".to_owned()]));
         assert!(has_ready_tag(&["ghr-ready".to_owned()]));
         assert!(!has_ready_tag(&["ghr-managed".to_owned()]));
+        assert_eq!(instance_tag("ci-a"), "ghr-inst-ci-a");
+        assert_eq!(tagged_instance(&["ghr-inst-ci-a".to_owned()]), Some("ci-a"));
+        assert!(is_valid_instance_id("a") && is_valid_instance_id("0f3c9a1b"));
+        for bad in ["", "-a", "A", "a b", "a:b", &"x".repeat(33)] {
+            assert!(!is_valid_instance_id(bad), "{bad:?}");
+        }
     }
 }

@@ -67,6 +67,7 @@ fn seed_two_pool_file_loads_with_the_same_meaning() {
         assert_eq!(p.injection, Injection::Snippet);
         assert!(!p.full_clone);
         assert_eq!(p.clone_storage, None);
+        assert_eq!(p.pve_pool, None);
         assert_eq!(p.min_idle, 0);
         assert_eq!(p.boot_timeout, Duration::from_secs(600));
         assert_eq!(p.max_lifetime, Duration::from_secs(12 * 3600));
@@ -171,7 +172,7 @@ fn extensions_parse() {
         "pools": [{
             "name": "win", "labels": ["windows", "x64"], "vmid_start": 500, "vmid_end": 520,
             "runner_name_prefix": "win-", "injection": "Agent", "full_clone": true,
-            "clone_storage": "local-lvm", "min_idle": 2, "boot_timeout": "1h30m", "max_lifetime": 86400,
+            "clone_storage": "local-lvm", "pve_pool": "ci-runners", "min_idle": 2, "boot_timeout": "1h30m", "max_lifetime": 86400,
             "os": "windows", "runner_group_id": 7, "nodes": "pve1, pve2,pve1", "user_data_template": "/abs/t.yaml"
         }]
     }));
@@ -179,6 +180,7 @@ fn extensions_parse() {
     assert_eq!(p.injection, Injection::Agent);
     assert!(p.full_clone);
     assert_eq!(p.clone_storage.as_deref(), Some("local-lvm"));
+    assert_eq!(p.pve_pool.as_deref(), Some("ci-runners"));
     assert_eq!(p.min_idle, 2);
     assert_eq!(p.boot_timeout, Duration::from_secs(5400));
     assert_eq!(p.max_lifetime, Duration::from_secs(86400));

@@ -319,6 +319,7 @@ fn age_falls_back_to_marker_then_uptime() {
         pool: "small".into(),
         runner: "small-201".into(),
         created: NOW - 5,
+        instance: None,
     });
     assert_eq!(phase_of(&c, &vm, &[], VmContext::default()), Phase::Booting);
 }
@@ -687,4 +688,40 @@ fn plan_is_deterministic_under_input_order() {
     assert_eq!(plan(&c, &a, NOW), plan(&c, &b, NOW));
     let json = serde_json::to_string(&plan(&c, &a, NOW)).unwrap();
     assert!(json.contains("\"reason\":\"half_made\""));
+}
+
+#[test]
+fn another_instances_vms_are_never_ours() {
+    let mut c = two_pools();
+    c.set_instance(Some("site-a".into()));
+    let p = c.pools()[0].clone();
+    let stopped = |tags: &[&str]| {
+        let mut vm = our_vm(&p, 201, NOW - 100, true, Power::Stopped);
+        vm.tags.extend(tags.iter().map(|t| (*t).to_owned()));
+        vm
+    };
+    // Ours (tagged with our instance, or made before instance identities): deleted once stopped.
+    for tags in [&["ghr-inst-site-a"][..], &[][..]] {
+        let observed = Observed {
+            vms: vec![stopped(tags)],
+            ..Observed::default()
+        };
+        assert_eq!(plan(&c, &observed, NOW).deletes.len(), 1, "{tags:?}");
+    }
+    // Another instance's, by tag or by marker: never counted, never deleted.
+    let mut by_marker = stopped(&[]);
+    by_marker.marker = Some(pool_scheduler::Marker {
+        instance: Some("site-b".into()),
+        ..marker_for(&p, 201, NOW - 100)
+    });
+    for vm in [stopped(&["ghr-inst-site-b"]), by_marker] {
+        assert!(pool_scheduler::ownership(&c, &vm).is_none());
+        let observed = Observed {
+            vms: vec![vm],
+            ..Observed::default()
+        };
+        let pl = plan(&c, &observed, NOW);
+        assert!(pl.deletes.is_empty());
+        assert_eq!(pl.pools[0].active, 0);
+    }
 }

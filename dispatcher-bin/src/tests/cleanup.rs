@@ -67,8 +67,8 @@ async fn stale_running_vm_is_stopped_before_it_is_deleted() {
     assert_eq!(report.deleting, 1);
     assert_eq!(
         method_order(&h, 206),
-        ["vm_status", "stop", "delete_vm"],
-        "fresh status, stop, destroy"
+        ["vm_status", "stop", "vm_status", "delete_vm"],
+        "fresh status, stop, marks re-read, destroy"
     );
     let w = h.fake.world();
     assert_eq!(w.deletes, vec![(206, true, true)]);
@@ -334,8 +334,8 @@ async fn idle_surplus_runner_is_deregistered_first_then_deleted_after_the_grace(
     );
     assert_eq!(
         method_order(&h, 207),
-        ["vm_status", "stop", "delete_vm"],
-        "fresh status, stop, destroy"
+        ["vm_status", "stop", "vm_status", "delete_vm"],
+        "fresh status, stop, marks re-read, destroy"
     );
     let w = h.fake.world();
     let dereg = w
@@ -364,4 +364,91 @@ async fn idle_surplus_runner_is_deregistered_first_then_deleted_after_the_grace(
         "a runner that took a job is never stopped"
     );
     assert_eq!(w.vms[&208].status, "running");
+}
+
+#[tokio::test]
+async fn another_dispatcher_instances_vms_are_never_touched() {
+    let fake = Fake::new();
+    {
+        let mut w = fake.world();
+        // Stopped (done) and tagged with another instance: not ours to delete.
+        w.vms.insert(
+            205,
+            our_vm("pve1", 205, NOW - 600).with_tags(&[
+                "ghr-managed",
+                "ghr-pool-default",
+                "ghr-ready",
+                "ghr-inst-someone-else",
+            ]),
+        );
+        // Half-made (not ready, unlocked) by another instance, marked only in its description.
+        let name = pool_scheduler::marks::runner_name("gh-runner-", 206, NOW - 5);
+        w.vms.insert(
+            206,
+            FakeVm::new("pve1", Some(&name))
+                .with_description(&pool_scheduler::marks::description_marker_of(
+                    Some("someone-else"),
+                    "default",
+                    &name,
+                    NOW - 5,
+                    "",
+                ))
+                .running(),
+        );
+    }
+    let h = Setup::new().build(fake);
+    assert_ne!(h.rec.cfg.instance(), "someone-else");
+    for _ in 0..3 {
+        let report = h.pass().await;
+        assert_eq!((report.deleting, report.started), (0, 0), "{report:?}");
+        h.clock.advance(4000);
+    }
+    let w = h.fake.world();
+    for vmid in [205, 206] {
+        assert!(
+            w.mutations_of(vmid).is_empty(),
+            "{:?}",
+            w.mutations_of(vmid)
+        );
+        assert_eq!(w.count_for("stop", vmid), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_stale_vm_whose_runner_took_a_job_is_kept() {
+    let fake = Fake::new();
+    // Past max_lifetime (12 h) with an online, idle runner: the plan deletes it …
+    fake.world()
+        .vms
+        .insert(207, our_vm("pve1", 207, NOW - 13 * 3600).running());
+    let h = Setup::new().build(fake);
+    let reg = h.fake.add_runner(&name_of(&h, 207), true, false);
+    // … but the runner takes a job before the deletion reaches it: GitHub refuses to remove it.
+    h.fake.world().faults.busy_on_delete.insert(reg);
+    let report = h.pass().await;
+    assert_eq!(report.deleting, 1, "{report:?}");
+    assert_eq!(
+        method_order(&h, 207),
+        ["vm_status"],
+        "registration removal refused: no stop, no destroy"
+    );
+    let w = h.fake.world();
+    assert_eq!(w.vms[&207].status, "running");
+    assert!(w.runners.contains_key(&reg));
+}
+
+#[tokio::test]
+async fn a_vm_without_a_name_in_the_fresh_status_is_not_deleted() {
+    let fake = Fake::new();
+    let mut vm = our_vm("pve1", 208, NOW - 600);
+    // The listing still shows the old name (lag); the VM itself has none.
+    vm.name_listed = true;
+    fake.world().vms.insert(208, vm);
+    let h = Setup::new().build(fake);
+    let listed = name_of(&h, 208);
+    h.fake.add_runner(&listed, false, false);
+    h.fake.world().vms.get_mut(&208).map(|v| v.name = None);
+    let report = h.pass().await;
+    assert_eq!(report.deleting, 0, "{report:?}");
+    assert!(h.fake.world().mutations_of(208).is_empty());
 }

@@ -374,3 +374,27 @@ async fn lost_clone_answer_is_recognised_as_our_own_clone() {
     assert_eq!(w.vms[&200].status, "running");
     assert_eq!(w.runners.len(), 1);
 }
+
+#[tokio::test]
+async fn a_panic_in_a_provision_clears_its_record_and_the_vm_is_cleaned_up() {
+    let fake = Fake::new();
+    fake.queue_job(1, JOB_LABELS);
+    fake.world().faults.panic_on_start = true;
+    let h = Setup::new().build(fake);
+    let report = h.pass().await;
+    assert_eq!(report.started, 1);
+    assert!(
+        h.rec.in_flight().is_empty(),
+        "the record is not left behind"
+    );
+    assert_eq!(h.rec.failed_tasks(), 1);
+    // The clone it left is half-made: the next pass deletes it and serves the job with a new VM.
+    let report = h.pass().await;
+    assert_eq!((report.deleting, report.started), (1, 1), "{report:?}");
+    h.pass().await;
+    let w = h.fake.world();
+    assert_eq!(w.count("clone_vm"), 2);
+    assert_eq!(w.deletes.len(), 1);
+    drop(w);
+    assert_eq!(h.snippet_files().len(), 0, "{:?}", h.snippet_files());
+}

@@ -154,6 +154,8 @@ struct Task {
 /// Fault switches; each queued fault is used once, by the next matching call.
 #[derive(Debug, Default)]
 pub struct Faults {
+    /// The next start call panics (a bug in an executor, simulated).
+    pub panic_on_start: bool,
     /// The next clone calls fail with these errors (before anything is created).
     pub clone_errors: VecDeque<proxmox_api::Error>,
     /// The next clone tasks end with these exit statuses (nothing is created).
@@ -873,6 +875,10 @@ impl ProxmoxApi for Fake {
             format!("node={node} vmid={vmid}"),
         );
         let ep = "/nodes/{node}/qemu/{vmid}/status/start";
+        if std::mem::take(&mut w.faults.panic_on_start) {
+            drop(w);
+            panic!("injected panic in start");
+        }
         if let Some(e) = w.faults.start_errors.pop_front() {
             return Err(e);
         }

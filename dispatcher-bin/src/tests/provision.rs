@@ -69,7 +69,12 @@ async fn queued_job_snippet_mode_makes_one_vm_with_every_mark() {
             "{description}"
         );
         let tags: BTreeSet<String> = vm.tags.iter().cloned().collect();
-        assert_eq!(tags, set(&["ghr-managed", "ghr-pool-default", "ghr-ready"]));
+        let instance = format!("ghr-inst-{}", h.rec.cfg.instance());
+        assert_eq!(
+            tags,
+            set(&["ghr-managed", "ghr-pool-default", "ghr-ready", &instance])
+        );
+        assert_eq!(marker.instance.as_deref(), Some(h.rec.cfg.instance()));
         let cicustom = format!("user=local:snippets/{name}.yaml");
         assert_eq!(vm.cicustom.as_deref(), Some(cicustom.as_str()));
 
@@ -148,7 +153,11 @@ async fn queued_job_agent_mode_writes_the_jit_config_after_the_agent_answers() {
     );
     assert_eq!(vm.files.len(), 1);
     let tags: BTreeSet<String> = vm.tags.iter().cloned().collect();
-    assert_eq!(tags, set(&["ghr-managed", "ghr-pool-default", "ghr-ready"]));
+    let instance = format!("ghr-inst-{}", h.rec.cfg.instance());
+    assert_eq!(
+        tags,
+        set(&["ghr-managed", "ghr-pool-default", "ghr-ready", &instance])
+    );
     assert_eq!(w.starts[0].snippet, None);
 
     // Order: configure (no ready tag) → start → pings → file-write → ready tag.

@@ -58,6 +58,7 @@ pub fn marker_for(pool: &Pool, vmid: u32, created: u64) -> Marker {
         pool: pool.name.clone(),
         runner: pool.runner_name(vmid, created),
         created,
+        instance: None,
     }
 }
 
