@@ -397,6 +397,40 @@ pub async fn doctor(rec: &Reconciler) -> Vec<(bool, String)> {
                         format!("pool {}: template {:?} not found", pool.name, pool.template),
                     )),
                 }
+                if let Err(e) = crate::render::preflight(cfg, pool, &pool.runner_name_prefix) {
+                    out.push((false, format!("pool {}: cannot render: {e}", pool.name)));
+                }
+            }
+            // VMs of another dispatcher instance inside our ranges: they are left alone, but two instances
+            // serving the same pools double the VMs and compete for ids.
+            let mut others: Vec<String> = guests
+                .iter()
+                .filter(|g| g.resource_type == "qemu" && !g.template)
+                .filter(|g| cfg.pools.pool_for_vmid(g.vmid.get()).is_some())
+                .filter_map(|g| {
+                    let tags: Vec<String> = g.tags.iter().map(str::to_owned).collect();
+                    pool_scheduler::marks::tagged_instance(&tags)
+                        .filter(|id| *id != cfg.instance())
+                        .map(|id| format!("{} (VM {})", id, g.vmid))
+                })
+                .collect();
+            others.sort();
+            if others.is_empty() {
+                out.push((
+                    true,
+                    format!(
+                        "no other dispatcher instance in our VMID ranges (this one is {:?})",
+                        cfg.instance()
+                    ),
+                ));
+            } else {
+                out.push((
+                    true,
+                    format!(
+                        "warning: VMs of another dispatcher instance share our VMID ranges (left alone): {}",
+                        others.join(", ")
+                    ),
+                ));
             }
         }
         Err(e) => out.push((false, format!("cannot list cluster VMs: {e}"))),

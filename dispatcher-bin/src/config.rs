@@ -314,6 +314,16 @@ impl RuntimeConfig {
                             }
                             let uses_registration_token =
                                 cloudinit_render::template_uses_registration_token(&text);
+                            if uses_registration_token {
+                                warnings.push(format!(
+                                    "pool {:?}: user_data_template {} hands each VM a registration token \
+                                     (the v0 flow), which is weaker than a JIT config: until it expires (1 h) \
+                                     it can register any number of runners; use a template with ${{jit_config}} \
+                                     or agent injection",
+                                    pool.name,
+                                    path.display()
+                                ));
+                            }
                             templates.insert(
                                 pool.name.clone(),
                                 TemplateFile {
