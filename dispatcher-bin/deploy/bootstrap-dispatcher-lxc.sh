@@ -16,9 +16,16 @@
 #      cluster's next free id; a CTID that exists with another hostname is refused (unless --recreate);
 #      a new container is unprivileged with nesting=1 from the newest Debian 13/12 standard template
 #      (`pveam update/available/download`) or from CT_TEMPLATE_FILE as is;
-#   3. bind-mounts the host's snippets directory (of PROXMOX_STORAGE, or HOST_SNIPPETS_DIR) at SNIPPETS_DIR and
-#      gives the container's `dispatcher` user (uid DISPATCHER_UID) write access by owning the host directory
-#      with the mapped host id (CT_IDMAP_BASE + uid; 100000 with Proxmox's default unprivileged map);
+#   3. when a pool uses snippet injection (RUNNER_INJECTION, default snippet, and the pools file): makes sure
+#      PROXMOX_STORAGE (default ghr-snippets) is a dedicated snippets storage — created with
+#      `pvesm add dir <id> --path /var/lib/<id> --content snippets` when it does not exist; refused (one line,
+#      before anything changes) when it is not a directory storage, is disabled, has any content type besides
+#      snippets, lives in /var/lib/vz or shares its directory with another storage, or when its snippets
+#      directory holds files the container's dispatcher user does not own (hookscripts, other VMs' cloud-init
+#      files) — then bind-mounts that directory at SNIPPETS_DIR and gives the container's `dispatcher` user
+#      (uid DISPATCHER_UID) write access by owning it with the mapped host id (CT_IDMAP_BASE + uid; 100000
+#      with Proxmox's default unprivileged map). With agent injection only: no storage and no bind mount (one
+#      a previous run made is removed);
 #   4. installs /usr/local/bin/dispatcher, dispatcherctl, the pools file, user-data templates, the CA file /
 #      GitHub App key when given as host files, /etc/default/dispatcher (0600, written from a 0600 temp file
 #      with `pct push` — no secret ever appears on a command line) and dispatcher.service;
@@ -48,6 +55,11 @@ BOOTSTRAP_VARS=(
 )
 
 DEFAULT_SNIPPETS_DIR=/opt/dispatcher/snippets
+DEFAULT_SNIPPET_STORAGE=ghr-snippets
+# A snippets storage this script creates lives at $SNIPPET_STORAGE_BASE/<id>.
+SNIPPET_STORAGE_BASE=/var/lib
+# The cluster's storage definitions (PVE_STORAGE_CFG: for tests).
+STORAGE_CFG=${PVE_STORAGE_CFG:-/etc/pve/storage.cfg}
 CT_BASE=/opt/dispatcher
 CT_POOLS=$CT_BASE/runner-pools.json
 CT_TEMPLATES=$CT_BASE/templates
@@ -246,7 +258,7 @@ load_config() {
     [[ -n $OPT_HOSTNAME ]] && CFG[CT_HOSTNAME]=$OPT_HOSTNAME
     : "${CFG[CT_HOSTNAME]:=gha-dispatcher}"
     : "${CFG[SNIPPETS_DIR]:=$DEFAULT_SNIPPETS_DIR}"
-    : "${CFG[PROXMOX_STORAGE]:=local}"
+    : "${CFG[PROXMOX_STORAGE]:=$DEFAULT_SNIPPET_STORAGE}"
     : "${CFG[CT_TEMPLATE_STORAGE]:=local}"
     : "${CFG[CT_DISK_GB]:=4}"
     : "${CFG[CT_MEMORY]:=512}"
@@ -409,24 +421,197 @@ ensure_container() {
     fi
 }
 
-host_snippets_dir() {
-    local dir probe
-    dir=$(cfg HOST_SNIPPETS_DIR)
-    if [[ -z $dir ]]; then
-        probe=$(pvesm path "$(cfg PROXMOX_STORAGE):snippets/ghr-probe.yaml" 2>/dev/null || true)
-        [[ -n $probe ]] || die "cannot find the snippets directory of storage $(cfg PROXMOX_STORAGE) (pvesm path); set HOST_SNIPPETS_DIR"
-        dir=$(dirname "$probe")
-    fi
-    [[ $dir =~ ^/[A-Za-z0-9._/-]+$ ]] || die "host snippets directory $dir: expected an absolute path without spaces or commas"
-    printf '%s' "$dir"
+# ------------------------------------------------------------------------------------ snippet storage
+
+# The storages of storage.cfg, one per line: id, type, path, content, disabled (tab-separated).
+storage_table() {
+    [[ -r $STORAGE_CFG ]] || die "cannot read $STORAGE_CFG: run this on a Proxmox VE host"
+    awk '
+        function flush() { if (id != "") printf "%s\t%s\t%s\t%s\t%s\n", id, type, path, content, disable }
+        /^[a-z0-9]+:[ \t]+[^ \t]+[ \t]*$/ {
+            flush(); type = $1; sub(/:$/, "", type); id = $2; path = ""; content = ""; disable = 0; next
+        }
+        /^[ \t]+[^ \t]/ && id != "" {
+            key = $1; val = $0
+            sub(/^[ \t]*[^ \t]+[ \t]*/, "", val); sub(/[ \t]+$/, "", val)
+            if (key == "path") path = val
+            else if (key == "content") content = val
+            else if (key == "disable") disable = (val == "" || val == "1") ? 1 : 0
+        }
+        END { flush() }
+    ' "$STORAGE_CFG"
 }
 
-check_snippets_content() {
-    local storage
+# The snippet storages the pools use, one per line: the pools file's pools (perl's JSON::PP: Proxmox VE is
+# Perl) whose injection (default RUNNER_INJECTION, else snippet) is not agent, with their `storage` (default
+# PROXMOX_STORAGE). Without a pools file here: the one pool of the RUNNER_* variables. A pools file that cannot
+# be read counts as snippet injection on PROXMOX_STORAGE (the dispatcher reports the file itself).
+snippet_storages() {
+    local injection storage
+    injection=$(cfg RUNNER_INJECTION)
+    injection=${injection,,}
+    [[ $injection == agent ]] || injection=snippet
     storage=$(cfg PROXMOX_STORAGE)
-    if ! pvesm status --content snippets 2>/dev/null | awk 'NR > 1 { print $1 }' | grep -qxF "$storage"; then
-        warn "storage $storage does not have the 'snippets' content type; snippet injection will fail until you run e.g.: pvesm set $storage --content iso,vztmpl,backup,snippets (keep its current types; see PROXMOX_SETUP.md)"
+    if [[ -z $POOLS_FILE ]]; then
+        if [[ $injection == snippet ]]; then printf '%s\n' "$storage"; fi
+        return 0
     fi
+    if ! command -v perl >/dev/null 2>&1; then
+        warn "perl not found: assuming the pools in $POOLS_FILE use snippet injection"
+        printf '%s\n' "$storage"
+        return 0
+    fi
+    # shellcheck disable=SC2016 # Perl code, not shell expansions
+    perl -MJSON::PP -e '
+        my ($file, $injection, $storage) = @ARGV;
+        my $data = eval {
+            open(my $fh, "<", $file) or die;
+            local $/;
+            JSON::PP->new->relaxed->decode(<$fh>);
+        };
+        my $pools = ref($data) eq "HASH" ? $data->{pools} : undef;
+        if (ref($pools) ne "ARRAY") { print "$storage\n"; exit 0; }
+        my %seen;
+        for my $pool (@$pools) {
+            next if ref($pool) ne "HASH";
+            next if lc($pool->{injection} // $injection) eq "agent";
+            my $s = $pool->{storage} // $storage;
+            print "$s\n" if !$seen{$s}++;
+        }
+    ' "$POOLS_FILE" "$injection" "$storage"
+}
+
+# Paths equal or one inside the other.
+paths_overlap() {
+    [[ $1 == "$2" || $1 == "$2"/* || $2 == "$1"/* ]]
+}
+
+# A system directory, or inside one (the list of dispatcher-bin/src/privileges.rs).
+is_system_dir() {
+    local tree
+    for tree in /etc /usr /bin /sbin /lib /lib64 /boot /root /proc /sys /dev /run /var/lib/pve-cluster \
+        /var/lib/pve-manager; do
+        [[ $1 == "$tree" || $1 == "$tree"/* ]] && return 0
+    done
+    contains "$1" / /var /var/lib /home /mnt /mnt/pve /tmp
+}
+
+# Files in the snippets directory $1 that the container's dispatcher user does not own: everything the
+# dispatcher writes there is owned by it; anything else (hookscripts, other VMs' cloud-init files) must not
+# be handed to the container.
+refuse_foreign_files() {
+    local dir=$1 owner first
+    [[ -d $dir ]] || return 0
+    owner=$(($(cfg CT_IDMAP_BASE) + $(cfg DISPATCHER_UID)))
+    first=$(find "$dir" -mindepth 1 ! -uid "$owner" -print -quit 2>/dev/null || true)
+    if [[ -n $first ]]; then
+        die "PROXMOX_STORAGE=$(cfg PROXMOX_STORAGE): $dir holds files the dispatcher did not write (e.g. $(basename "$first"), not owned by host uid $owner); the container would own them: use an empty, dedicated snippets storage"
+    fi
+}
+
+# Decides whether the container gets a snippets directory (SNIPPETS_NEEDED), checks PROXMOX_STORAGE before
+# anything changes, creates it when it does not exist, and sets HOST_SNIPPETS (the host directory).
+prepare_snippet_storage() {
+    local storage needed line table _id type path content disable c others=() has_snippets=0 other
+    local -a kinds
+    SNIPPETS_NEEDED=0
+    HOST_SNIPPETS=""
+    needed=$(snippet_storages)
+    if [[ -z $needed ]]; then
+        log "every pool uses agent injection: no snippet storage and no bind mount"
+        return 0
+    fi
+    SNIPPETS_NEEDED=1
+    storage=$(cfg PROXMOX_STORAGE)
+    while IFS= read -r other; do
+        [[ $other == "$storage" ]] ||
+            die "a pool keeps its snippets on storage $other, but the container gets only PROXMOX_STORAGE=$storage: remove the pool's \"storage\" (or set it to $storage)"
+    done <<<"$needed"
+    [[ $storage =~ ^[A-Za-z][A-Za-z0-9._-]*$ ]] || die "PROXMOX_STORAGE=$storage: not a storage id"
+    table=$(storage_table)
+    line=$(printf '%s\n' "$table" | awk -F '\t' -v s="$storage" '$1 == s { print; exit }')
+    if [[ -z $line ]]; then
+        SNIPPET_STORAGE_NEW=1
+        type=dir
+        path=$SNIPPET_STORAGE_BASE/$storage
+        content=snippets
+        disable=0
+    else
+        SNIPPET_STORAGE_NEW=0
+        IFS=$'\t' read -r _id type path content disable <<<"$line"
+    fi
+    ((disable == 0)) || die "PROXMOX_STORAGE=$storage: the storage is disabled"
+    case $type in
+    dir | nfs | cifs | cephfs) ;;
+    *) die "PROXMOX_STORAGE=$storage: a $type storage cannot hold snippets; leave PROXMOX_STORAGE unset to create the dedicated directory storage $DEFAULT_SNIPPET_STORAGE" ;;
+    esac
+    IFS=',' read -ra kinds <<<"$content"
+    for c in "${kinds[@]}"; do
+        c=${c//[[:space:]]/}
+        if [[ $c == snippets ]]; then
+            has_snippets=1
+        elif [[ -n $c ]]; then
+            others+=("$c")
+        fi
+    done
+    if ((${#others[@]})); then
+        local joined
+        joined=$(IFS=,; printf '%s' "${others[*]}")
+        die "PROXMOX_STORAGE=$storage also holds $joined content: its snippets directory (hookscripts run as root on the host, other VMs' cloud-init files) must not be handed to the container; leave PROXMOX_STORAGE unset to create the dedicated storage $DEFAULT_SNIPPET_STORAGE (snippets only)"
+    fi
+    ((has_snippets)) || die "PROXMOX_STORAGE=$storage lacks the snippets content type (pvesm set $storage --content snippets)"
+    while [[ $path == */ && $path != / ]]; do path=${path%/}; done
+    if [[ -n $path ]]; then
+        [[ $path =~ ^/[A-Za-z0-9._/-]+$ && ! $path =~ (^|/)\.\.?(/|$) ]] ||
+            die "PROXMOX_STORAGE=$storage: path $path is not a plain absolute path"
+        if is_system_dir "$path"; then
+            die "PROXMOX_STORAGE=$storage: its directory $path is a system directory; use e.g. $SNIPPET_STORAGE_BASE/$storage"
+        fi
+        if paths_overlap "$path" /var/lib/vz; then
+            die "PROXMOX_STORAGE=$storage: its directory $path overlaps /var/lib/vz, the local storage's, where hookscripts and other VMs' cloud-init files live"
+        fi
+        while IFS=$'\t' read -r _id _ other _ _; do
+            [[ -n $_id && $_id != "$storage" && -n $other ]] || continue
+            if paths_overlap "$path" "$other"; then
+                die "PROXMOX_STORAGE=$storage: its directory $path overlaps that of storage $_id ($other); a snippets storage needs a directory of its own"
+            fi
+        done <<<"$table"
+    fi
+    if ((SNIPPET_STORAGE_NEW)); then
+        refuse_foreign_files "$path/snippets"
+        log "creating the dedicated snippets storage $storage at $path (content: snippets only)"
+        run pvesm add dir "$storage" --path "$path" --content snippets
+        if ((DRY_RUN)); then
+            HOST_SNIPPETS=$path/snippets
+            return 0
+        fi
+    fi
+    local probe
+    probe=$(pvesm path "$storage:snippets/ghr-probe.yaml" 2>/dev/null || true)
+    [[ -n $probe ]] || die "cannot find the snippets directory of storage $storage (pvesm path)"
+    HOST_SNIPPETS=$(dirname "$probe")
+    [[ $HOST_SNIPPETS =~ ^/[A-Za-z0-9._/-]+$ ]] ||
+        die "host snippets directory $HOST_SNIPPETS: expected an absolute path without spaces or commas"
+    if [[ -n $(cfg HOST_SNIPPETS_DIR) && $(cfg HOST_SNIPPETS_DIR) != "$HOST_SNIPPETS" ]]; then
+        die "HOST_SNIPPETS_DIR=$(cfg HOST_SNIPPETS_DIR) is not the snippets directory of PROXMOX_STORAGE=$storage ($HOST_SNIPPETS)"
+    fi
+    refuse_foreign_files "$HOST_SNIPPETS"
+}
+
+# The mpN of the container that targets SNIPPETS_DIR ("" when none).
+snippets_mount_slot() {
+    pct config "$CTID" 2>/dev/null | awk -v t="$(cfg SNIPPETS_DIR)" '
+        $1 ~ /^mp[0-9]+:$/ && ("," $2 ",") ~ (",mp=" t ",") { sub(/^mp/, "", $1); sub(/:$/, "", $1); print $1; exit }'
+}
+
+# Agent injection only: the container keeps no snippets bind mount.
+remove_bind_mount() {
+    local slot
+    slot=$(snippets_mount_slot)
+    [[ -n $slot ]] || return 0
+    log "agent injection only: removing the snippets bind mount mp$slot"
+    run pct set "$CTID" --delete "mp$slot"
+    MOUNT_CHANGED=1
 }
 
 # Bind-mounts the host snippets dir at SNIPPETS_DIR, reusing the mpN that already targets it.
@@ -435,8 +620,7 @@ ensure_bind_mount() {
     target=$(cfg SNIPPETS_DIR)
     want="$host_dir,mp=$target"
     conf=$(pct config "$CTID" 2>/dev/null || true)
-    slot=$(printf '%s\n' "$conf" | awk -v t="$target" '
-        $1 ~ /^mp[0-9]+:$/ && ("," $2 ",") ~ (",mp=" t ",") { sub(/^mp/, "", $1); sub(/:$/, "", $1); print $1; exit }')
+    slot=$(snippets_mount_slot)
     if [[ -n $slot ]]; then
         current=$(printf '%s\n' "$conf" | awk -v k="mp$slot:" '$1 == k { print $2; exit }')
         if [[ $current == "$want" ]]; then
@@ -679,16 +863,18 @@ main() {
     done
     load_config
     resolve_inputs
+    SNIPPET_STORAGE_NEW=0
+    prepare_snippet_storage
     build_or_find_binary
     TMP_DIR=$(mktemp -d)
     resolve_ctid
     CREATED=0
     MOUNT_CHANGED=0
     ensure_container
-    local host_dir
-    host_dir=$(host_snippets_dir)
-    check_snippets_content
-    if ((DRY_RUN)) && ((CREATED)); then
+    local host_dir=$HOST_SNIPPETS
+    if ((!SNIPPETS_NEEDED)); then
+        ((DRY_RUN && CREATED)) || remove_bind_mount
+    elif ((DRY_RUN)) && ((CREATED)); then
         log "[dry-run] would bind-mount $host_dir at $(cfg SNIPPETS_DIR)"
     else
         ensure_bind_mount "$host_dir"
@@ -698,13 +884,13 @@ main() {
         SVC_UID=$(cfg DISPATCHER_UID)
         SVC_GID=$SVC_UID
         log "[dry-run] would create the service user, install the files and start the service"
-        grant_snippets_access "$host_dir"
+        if ((SNIPPETS_NEEDED)); then grant_snippets_access "$host_dir"; fi
         report
         return
     fi
     set_root_password
     ensure_service_user
-    grant_snippets_access "$host_dir"
+    if ((SNIPPETS_NEEDED)); then grant_snippets_access "$host_dir"; fi
     ensure_ca_certificates
     install_support_files
     install_binary

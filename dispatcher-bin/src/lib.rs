@@ -30,6 +30,7 @@ pub mod logging;
 pub mod metrics;
 pub mod observe;
 pub mod pool_gate;
+pub mod privileges;
 pub mod provision;
 pub mod reconciler;
 pub mod render;

@@ -6,7 +6,7 @@ locals {
     "Windows Server 2022 ephemeral GitHub Actions runner template.",
     "",
     "- actions/runner: ${var.runner_version} (C:\\actions-runner)",
-    "- credential: JIT config at C:\\ProgramData\\actions-runner-jit\\jitconfig (scheduled task ActionsRunnerJit)",
+    "- credential: JIT config at C:\\ProgramData\\actions-runner-jit\\jitconfig (scheduled task ActionsRunnerJit, as local user ghrunner)",
     "- cloudbase-init: ${var.cloudbase_init_url}",
     "- built: ${timestamp()}",
   ])

@@ -5,11 +5,13 @@
 //! The fakes are small bash scripts written into a temp dir. Each one appends its argv (fields separated by
 //! U+001F) to `calls.log` and keeps state in files: containers live in `state/ct/<id>/` with a `conf`, a
 //! `status` and a `root/` tree that `pct push` copies into and that `pct exec mkdir/mv/rm/chmod` act on, so
-//! the test can read `/etc/default/dispatcher` as the container would see it.
+//! the test can read `/etc/default/dispatcher` as the container would see it. The storages are
+//! `state/storage.cfg` (the script reads it through `PVE_STORAGE_CFG`; `pvesm add` appends to it) and the
+//! snippets directory of storage `<id>` is `state/host/<id>/snippets` (what `pvesm path` answers).
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -30,6 +32,17 @@ const ROOT_PASSWORD: &str = "MARK-ROOT-s3cr3t!";
 const SECRET_MARKERS: &[&str] = &["MARK-PVE-7f3a", "MARK-GH-11", "MARK-WH-99", "MARK-ROOT"];
 
 const CTID: &str = "150";
+
+/// A fresh Proxmox VE host's storages: `local` without snippets, and `local-lvm`.
+const DEFAULT_STORAGE_CFG: &str = "dir: local
+\tpath /var/lib/vz
+\tcontent iso,vztmpl,backup
+
+lvmthin: local-lvm
+\tthinpool data
+\tvgname pve
+\tcontent rootdir,images
+";
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -85,8 +98,12 @@ set)
     need_ct; shift 2
     while [ $# -gt 0 ]; do
         key=${1#-}; key=${key#-}
-        grep -v "^$key:" "$ct/conf" >"$ct/conf.new" || true
-        echo "$key: $2" >>"$ct/conf.new"
+        if [ "$key" = delete ]; then
+            grep -v "^$2:" "$ct/conf" >"$ct/conf.new" || true
+        else
+            grep -v "^$key:" "$ct/conf" >"$ct/conf.new" || true
+            echo "$key: $2" >>"$ct/conf.new"
+        fi
         mv "$ct/conf.new" "$ct/conf"
         shift 2
     done ;;
@@ -169,10 +186,17 @@ const FAKE_PVESM: &str = r#"
 case "${1:-}" in
 path)
     vol=$2; storage=${vol%%:*}; rest=${vol#*:}
+    grep -q "^[a-z]*: $storage\$" "$S/storage.cfg" || { echo "storage '$storage' does not exist" >&2; exit 255; }
     case "$rest" in
     snippets/*) echo "$S/host/$storage/snippets/${rest#snippets/}" ;;
     *) echo "fake pvesm: unsupported volume $vol" >&2; exit 2 ;;
     esac ;;
+add)
+    type=$2; id=$3; shift 3
+    ! grep -q "^[a-z]*: $id\$" "$S/storage.cfg" || { echo "storage ID '$id' already defined" >&2; exit 255; }
+    { printf '\n%s: %s\n' "$type" "$id"
+      while [ $# -gt 0 ]; do printf '\t%s %s\n' "${1#--}" "$2"; shift 2; done; } >>"$S/storage.cfg"
+    mkdir -p "$S/host/$id/snippets" ;;
 status)
     printf 'Name             Type     Status           Total            Used       Available        %%\n'
     case "$*" in
@@ -217,6 +241,7 @@ impl Rig {
             fs::create_dir_all(rig.path(sub)).expect("mkdir");
         }
         fs::write(rig.path("state/calls.log"), "").expect("log");
+        rig.write_storage_cfg(DEFAULT_STORAGE_CFG);
         for (name, body) in [
             ("pct", FAKE_PCT),
             ("pveam", FAKE_PVEAM),
@@ -246,6 +271,15 @@ impl Rig {
         self.dir.path().join(rel)
     }
 
+    /// Replaces the cluster's storage definitions.
+    fn write_storage_cfg(&self, text: &str) {
+        fs::write(self.path("state/storage.cfg"), text).expect("storage.cfg");
+    }
+
+    fn storage_cfg(&self) -> String {
+        fs::read_to_string(self.path("state/storage.cfg")).expect("storage.cfg")
+    }
+
     fn ct(&self, rel: &str) -> PathBuf {
         self.path(&format!("state/ct/{CTID}/{rel}"))
     }
@@ -272,7 +306,7 @@ impl Rig {
         );
         set(&mut v, "PROXMOX_TOKEN_ID", "ghr@pve!dispatcher".into());
         set(&mut v, "PROXMOX_TOKEN_SECRET", PROXMOX_SECRET.into());
-        set(&mut v, "PROXMOX_STORAGE", "local".into());
+        set(&mut v, "PROXMOX_STORAGE", "ghr-snippets".into());
         set(
             &mut v,
             "PROXMOX_CA_CERT",
@@ -326,6 +360,7 @@ impl Rig {
             .env("HOME", self.path("op"))
             .env("FAKE_STATE", self.path("state"))
             .env("BOOTSTRAP_STATUS_DELAY", "0")
+            .env("PVE_STORAGE_CFG", self.path("state/storage.cfg"))
             .env("TMPDIR", self.path("op"));
         for (k, v) in extra_env {
             cmd.env(k, v);
@@ -529,8 +564,22 @@ fn first_run_creates_and_configures_the_container() {
     }
     assert!(rig.calls_matching(&["pct", "destroy"]).is_empty());
 
-    // Bind mount of the storage's snippets dir at SNIPPETS_DIR, set before the first start.
-    let host_snippets = rig.path("state/host/local/snippets");
+    // The dedicated snippets storage is created, and its snippets dir bind-mounted at SNIPPETS_DIR before the
+    // first start.
+    assert_eq!(
+        rig.calls_matching(&["pvesm", "add"]),
+        vec![vec![
+            "pvesm",
+            "add",
+            "dir",
+            "ghr-snippets",
+            "--path",
+            "/var/lib/ghr-snippets",
+            "--content",
+            "snippets"
+        ]]
+    );
+    let host_snippets = rig.path("state/host/ghr-snippets/snippets");
     let set = rig.calls_matching(&["pct", "set", CTID]);
     assert_eq!(
         set,
@@ -724,6 +773,10 @@ fn second_run_updates_without_recreating() {
         "already running"
     );
     assert!(rig.calls_matching(&["pveam", "download"]).is_empty());
+    assert!(
+        rig.calls_matching(&["pvesm", "add"]).is_empty(),
+        "the snippets storage exists"
+    );
     let sc = rig.systemctl_log();
     assert!(
         sc.iter().any(|l| l == "restart dispatcher.service"),
@@ -886,6 +939,7 @@ fn dry_run_changes_nothing() {
         let mutating = match c[0].as_str() {
             "pct" => !["list", "config", "status"].contains(&c[1].as_str()),
             "pveam" => !["available", "list"].contains(&c[1].as_str()),
+            "pvesm" => !["path", "status"].contains(&c[1].as_str()),
             "chown" | "cargo" => true,
             _ => false,
         };
@@ -893,6 +947,13 @@ fn dry_run_changes_nothing() {
     }
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("would run: pct create 150"), "{err}");
+    assert!(
+        err.contains(
+            "would run: pvesm add dir ghr-snippets --path /var/lib/ghr-snippets --content snippets"
+        ),
+        "{err}"
+    );
+    assert!(!rig.storage_cfg().contains("ghr-snippets"));
     assert!(!rig.ct("").exists());
     assert_no_secret_anywhere(&rig, &[&out]);
 }
@@ -1133,4 +1194,311 @@ fn pools_example_uses_only_design_keys() {
             assert!(pool_keys.contains(&k.as_str()), "unknown pool key {k}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The snippets storage (issue 15, item 1): a dedicated one, never the host's /var/lib/vz/snippets
+// ---------------------------------------------------------------------------------------------------------
+
+/// `input` with `key` set to `value` (added when absent).
+fn with(
+    mut input: Vec<(&'static str, String)>,
+    key: &'static str,
+    value: &str,
+) -> Vec<(&'static str, String)> {
+    match input.iter_mut().find(|(k, _)| *k == key) {
+        Some(e) => e.1 = value.to_owned(),
+        None => input.push((key, value.to_owned())),
+    }
+    input
+}
+
+fn without(input: Vec<(&'static str, String)>, key: &str) -> Vec<(&'static str, String)> {
+    input.into_iter().filter(|(k, _)| *k != key).collect()
+}
+
+/// No call names anything in /var/lib/vz, and no snippets directory of `local` appeared.
+fn assert_never_touches_var_lib_vz(rig: &Rig) {
+    for c in rig.calls() {
+        assert!(
+            !c.iter().any(|a| a.contains("/var/lib/vz")),
+            "touched /var/lib/vz: {c:?}"
+        );
+    }
+    assert!(!rig.path("state/host/local").exists());
+    if let Ok(conf) = fs::read_to_string(rig.ct("conf")) {
+        assert!(!conf.contains("/var/lib/vz"), "{conf}");
+    }
+}
+
+/// Runs the bootstrap and expects a refusal: one `bootstrap: error:` line, the last one, and nothing changed
+/// on the host. Returns that line.
+fn refused(rig: &Rig) -> String {
+    let env_file = rig.path("op/dispatcher.env");
+    let binary = rig.path("op/dispatcher");
+    let out = rig.run(
+        &[
+            "--env-file",
+            env_file.to_str().expect("utf-8"),
+            "--binary",
+            binary.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "not refused:\n{err}");
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("bootstrap: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert_eq!(err.lines().last(), Some(errors[0]), "{err}");
+    for c in rig.calls() {
+        let changes = match c[0].as_str() {
+            "pct" => !["list", "config", "status"].contains(&c[1].as_str()),
+            "pvesm" => c[1] == "add",
+            "pveam" => c[1] == "download",
+            "chown" | "cargo" => true,
+            _ => false,
+        };
+        assert!(!changes, "a refused run changed something: {c:?}");
+    }
+    errors[0].to_owned()
+}
+
+#[test]
+fn default_run_creates_the_dedicated_snippets_storage_and_never_touches_var_lib_vz() {
+    let rig = Rig::new();
+    rig.write_env_file(&without(rig.full_input(), "PROXMOX_STORAGE"));
+    let out = rig.bootstrap(&[]);
+
+    assert_eq!(
+        rig.calls_matching(&["pvesm", "add"]),
+        vec![vec![
+            "pvesm",
+            "add",
+            "dir",
+            "ghr-snippets",
+            "--path",
+            "/var/lib/ghr-snippets",
+            "--content",
+            "snippets"
+        ]]
+    );
+    let cfg = rig.storage_cfg();
+    assert!(
+        cfg.contains("dir: ghr-snippets\n\tpath /var/lib/ghr-snippets\n\tcontent snippets\n"),
+        "{cfg}"
+    );
+    // Its snippets directory, and nothing else, is bind-mounted and owned by the container's dispatcher.
+    let host = rig.path("state/host/ghr-snippets/snippets");
+    let conf = fs::read_to_string(rig.ct("conf")).expect("conf");
+    assert!(
+        conf.contains(&format!("mp0: {},mp=/srv/ghr/snippets\n", host.display())),
+        "{conf}"
+    );
+    assert_eq!(
+        rig.calls_matching(&["chown"]),
+        vec![vec![
+            "chown".to_owned(),
+            "100990:100990".into(),
+            host.display().to_string()
+        ]]
+    );
+    let written = parse_env_with_sh(&rig.ct_file("/etc/default/dispatcher"));
+    assert_eq!(written["PROXMOX_STORAGE"], "ghr-snippets");
+    assert_never_touches_var_lib_vz(&rig);
+    assert_no_secret_anywhere(&rig, &[&out]);
+
+    // Again: the storage exists and is reused as it is.
+    rig.clear_calls();
+    rig.bootstrap(&[]);
+    assert!(rig.calls_matching(&["pvesm", "add"]).is_empty());
+    assert_eq!(rig.storage_cfg(), cfg);
+    assert_never_touches_var_lib_vz(&rig);
+}
+
+#[test]
+fn local_with_snippets_enabled_is_refused_with_a_one_line_reason() {
+    let rig = Rig::new();
+    rig.write_storage_cfg(
+        &DEFAULT_STORAGE_CFG.replace("content iso,vztmpl,backup", "content iso,vztmpl,snippets"),
+    );
+    rig.write_env_file(&with(rig.full_input(), "PROXMOX_STORAGE", "local"));
+    let err = refused(&rig);
+    assert!(
+        err.contains("PROXMOX_STORAGE=local also holds iso,vztmpl content"),
+        "{err}"
+    );
+    assert!(err.contains("leave PROXMOX_STORAGE unset"), "{err}");
+    assert_never_touches_var_lib_vz(&rig);
+}
+
+#[test]
+fn a_snippets_storage_that_is_not_dedicated_is_refused() {
+    for (storage, reason) in [
+        (
+            "dir: ghr-snippets\n\tpath /var/lib/vz\n\tcontent snippets\n",
+            "its directory /var/lib/vz overlaps /var/lib/vz, the local storage's",
+        ),
+        (
+            "dir: ghr-snippets\n\tpath /var/lib/vz/ghr/\n\tcontent snippets\n",
+            "its directory /var/lib/vz/ghr overlaps /var/lib/vz",
+        ),
+        (
+            "dir: ghr-snippets\n\tpath /srv/shared\n\tcontent snippets\n\ndir: isos\n\tpath /srv/shared/isos\n\tcontent iso\n",
+            "its directory /srv/shared overlaps that of storage isos (/srv/shared/isos)",
+        ),
+        (
+            "dir: ghr-snippets\n\tpath /etc/pve/ghr\n\tcontent snippets\n",
+            "its directory /etc/pve/ghr is a system directory",
+        ),
+        (
+            "dir: ghr-snippets\n\tpath /var/lib\n\tcontent snippets\n",
+            "its directory /var/lib is a system directory",
+        ),
+        (
+            "lvmthin: ghr-snippets\n\tthinpool data\n\tvgname pve\n\tcontent images\n",
+            "a lvmthin storage cannot hold snippets",
+        ),
+        (
+            "dir: ghr-snippets\n\tpath /var/lib/ghr-snippets\n\tcontent snippets\n\tdisable\n",
+            "the storage is disabled",
+        ),
+        (
+            "dir: ghr-snippets\n\tpath /var/lib/ghr-snippets\n\tcontent iso\n",
+            "also holds iso content",
+        ),
+    ] {
+        let rig = Rig::new();
+        rig.write_storage_cfg(&format!("{DEFAULT_STORAGE_CFG}\n{storage}"));
+        rig.write_env_file(&rig.full_input());
+        let err = refused(&rig);
+        assert!(
+            err.contains("PROXMOX_STORAGE=ghr-snippets") && err.contains(reason),
+            "{storage:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_dedicated_storage_holding_files_not_ours_is_refused() {
+    let rig = Rig::new();
+    rig.write_storage_cfg(&format!(
+        "{DEFAULT_STORAGE_CFG}\ndir: ghr-snippets\n\tpath /var/lib/ghr-snippets\n\tcontent snippets\n"
+    ));
+    let dir = rig.path("state/host/ghr-snippets/snippets");
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::write(dir.join("hook.pl"), "#!/usr/bin/perl\n").expect("hookscript");
+    rig.write_env_file(&rig.full_input());
+    let err = refused(&rig);
+    assert!(
+        err.contains(
+            "holds files the dispatcher did not write (e.g. hook.pl, not owned by host uid 100990)"
+        ),
+        "{err}"
+    );
+
+    // A file owned by the container's dispatcher user (a snippet left behind by a crash) is the dispatcher's
+    // own: accepted. Here the container's uid maps to the test's own uid.
+    let uid = fs::metadata(dir.join("hook.pl"))
+        .expect("stat")
+        .uid()
+        .to_string();
+    let input = with(
+        with(rig.full_input(), "DISPATCHER_UID", &uid),
+        "CT_IDMAP_BASE",
+        "0",
+    );
+    rig.write_env_file(&input);
+    rig.bootstrap(&[]);
+    assert!(rig.calls_matching(&["pvesm", "add"]).is_empty());
+    assert_eq!(
+        rig.calls_matching(&["chown"]),
+        vec![vec![
+            "chown".to_owned(),
+            format!("{uid}:{uid}"),
+            dir.display().to_string()
+        ]]
+    );
+}
+
+#[test]
+fn agent_only_pools_get_no_snippets_storage_and_no_mount() {
+    let check = |rig: &Rig| {
+        assert!(rig.calls_matching(&["pvesm", "add"]).is_empty());
+        assert!(rig.calls_matching(&["pvesm", "path"]).is_empty());
+        assert!(rig.calls_matching(&["chown"]).is_empty());
+        assert!(rig.calls_matching(&["pct", "set"]).is_empty());
+        let conf = fs::read_to_string(rig.ct("conf")).expect("conf");
+        assert!(!conf.contains("mp0"), "{conf}");
+        assert_eq!(rig.storage_cfg(), DEFAULT_STORAGE_CFG);
+        assert!(!rig.path("state/host/ghr-snippets").exists());
+        assert!(rig.ct_file("/etc/default/dispatcher").is_file());
+        assert_never_touches_var_lib_vz(rig);
+    };
+
+    // RUNNER_INJECTION=agent without a pools file.
+    let rig = Rig::new();
+    rig.write_env_file(&with(rig.full_input(), "RUNNER_INJECTION", "agent"));
+    let out = rig.bootstrap(&[]);
+    check(&rig);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("every pool uses agent injection: no snippet storage and no bind mount"),
+        "{err}"
+    );
+
+    // A pools file whose pools all say agent (RUNNER_INJECTION left at its default, snippet).
+    let rig = Rig::new();
+    rig.write_env_file(&without(rig.full_input(), "RUNNER_INJECTION"));
+    fs::write(
+        rig.path("op/runner-pools.json"),
+        r#"{"pools": [{"name": "win", "template": "w", "injection": "agent", "os": "windows"},
+                      {"name": "lin", "template": "l", "injection": "AGENT", "storage": "local"}]}"#,
+    )
+    .expect("pools");
+    rig.bootstrap(&[]);
+    check(&rig);
+
+    // Going from snippet to agent injection removes the mount an earlier run made.
+    let rig = Rig::new();
+    rig.write_env_file(&rig.full_input());
+    rig.bootstrap(&[]);
+    assert!(
+        fs::read_to_string(rig.ct("conf"))
+            .expect("conf")
+            .contains("mp0: ")
+    );
+    rig.clear_calls();
+    rig.write_env_file(&with(rig.full_input(), "RUNNER_INJECTION", "agent"));
+    rig.bootstrap(&[]);
+    assert_eq!(
+        rig.calls_matching(&["pct", "set"]),
+        vec![vec!["pct", "set", CTID, "--delete", "mp0"]]
+    );
+    assert_eq!(rig.calls_matching(&["pct", "reboot", CTID]).len(), 1);
+    assert!(
+        !fs::read_to_string(rig.ct("conf"))
+            .expect("conf")
+            .contains("mp0")
+    );
+}
+
+#[test]
+fn a_snippet_pool_on_another_storage_is_refused() {
+    let rig = Rig::new();
+    rig.write_env_file(&rig.full_input());
+    fs::write(
+        rig.path("op/runner-pools.json"),
+        r#"{"pools": [{"name": "a", "template": "t", "injection": "agent"},
+                      {"name": "b", "template": "t", "storage": "local"}]}"#,
+    )
+    .expect("pools");
+    let err = refused(&rig);
+    assert!(
+        err.contains("a pool keeps its snippets on storage local, but the container gets only PROXMOX_STORAGE=ghr-snippets"),
+        "{err}"
+    );
+    assert_never_touches_var_lib_vz(&rig);
 }

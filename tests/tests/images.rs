@@ -912,10 +912,46 @@ fn guest_files_implement_the_contract() {
     }
 
     let win = root.join("windows-2022");
+    // The task runs the runner as the dedicated local user ghrunner, never as SYSTEM (issue 15, item 13);
+    // windows_runner_task_runs_as_the_dedicated_user_not_system checks the same on the parsed scripts.
+    let setup = read(&win.join("files/setup-runner-account.ps1"));
+    assert!(setup.contains("$userName = 'ghrunner'"));
+    assert!(setup.contains("$taskName = 'ActionsRunnerJit'"));
+    assert!(setup.contains("Register-ScheduledTask -TaskName $taskName"));
+    assert!(setup.contains("New-ScheduledTaskTrigger -AtStartup"));
+    assert!(
+        setup.contains(
+            "New-ScheduledTaskPrincipal -UserId $userName -LogonType S4U -RunLevel Limited"
+        )
+    );
+    assert!(setup.contains("$password = New-RandomPassword"));
+    assert!(
+        setup.contains("[Security.Cryptography.RandomNumberGenerator]::Create().GetBytes($bytes)")
+    );
+    assert!(setup.contains("New-LocalUser -Name $userName -Password $password"));
+    assert!(setup.contains("Add-LocalGroupMember -SID 'S-1-5-32-545' -Member $sid"));
+    assert!(setup.contains("Remove-LocalGroupMember -SID 'S-1-5-32-544' -Member $sid"));
+    assert!(setup.contains("'/grant:r', \"${system}:(OI)(CI)F\", \"*${sid}:(OI)(CI)M\""));
+    for script in files_with_suffix(&win, ".ps1") {
+        let text = read(&script);
+        for bad in [
+            "'SYSTEM'",
+            "ServiceAccount",
+            "RunLevel Highest",
+            "NT AUTHORITY",
+        ] {
+            assert!(
+                !text.contains(bad),
+                "{} mentions {bad}: the runner must not run as SYSTEM",
+                script.display()
+            );
+        }
+    }
     let task = read(&win.join("scripts/install-jit-task.ps1"));
-    assert!(task.contains("-TaskName 'ActionsRunnerJit'"));
-    assert!(task.contains("New-ScheduledTaskTrigger -AtStartup"));
-    assert!(task.contains("-UserId 'SYSTEM'"));
+    assert!(task.contains("Setup\\Scripts") && task.contains("'SetupComplete.cmd'"));
+    assert!(task.contains("-File `\"$setupScript`\" -StartTask"));
+    assert!(task.contains("& $setupScript"));
+    assert!(contract.contains("`ghrunner`") && contract.contains("not SYSTEM"));
     let run_jit = read(&win.join("files/run-jit.ps1"));
     assert!(run_jit.contains(r"$jitDir = 'C:\ProgramData\actions-runner-jit'"));
     assert!(run_jit.contains("Join-Path $jitDir 'jitconfig'"));
@@ -1336,6 +1372,225 @@ fn powershell_scripts_parse() {
         .args(["-c", POWERSHELL_CHECK])
         .arg(&broken));
     assert!(!output.status.success(), "a broken script must be reported");
+}
+
+/// Prints, as JSON, every command of the files given (name, `-parameter` → value text, positional arguments) and
+/// every variable reference with the command it is an argument of (and that parameter), `assign-lhs` /
+/// `assign-rhs` outside commands, parsed with tree-sitter-powershell.
+const POWERSHELL_COMMANDS: &str = r#"
+import json, sys
+import tree_sitter, tree_sitter_powershell
+parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
+out = {"commands": [], "variables": []}
+def text(n, src):
+    return src[n.start_byte:n.end_byte].decode("utf-8", "replace")
+def enclosing_command(n):
+    while n is not None and n.type != "command":
+        n = n.parent
+    return n
+def command_name(cmd, src):
+    for c in cmd.children:
+        if c.type == "command_name":
+            return text(c, src)
+        if c.type == "command_name_expr":
+            return text(c, src)
+    return ""
+def walk(n, path, src):
+    if n.type == "command":
+        name = command_name(n, src)
+        params, args, current = {}, [], None
+        for el in n.children:
+            if el.type != "command_elements":
+                continue
+            for c in el.children:
+                if c.type == "command_argument_sep":
+                    continue
+                if c.type == "command_parameter":
+                    current = text(c, src).lstrip("-").rstrip(":").lower()
+                    params[current] = True
+                elif current is not None:
+                    params[current] = text(c, src)
+                    current = None
+                else:
+                    args.append(text(c, src))
+        out["commands"].append({"file": path, "line": n.start_point[0] + 1, "name": name, "params": params, "args": args})
+    if n.type == "variable":
+        cmd = enclosing_command(n)
+        ctx, param = "", ""
+        if cmd is not None:
+            ctx = command_name(cmd, src)
+            # the parameter this variable is the value of
+            prev = None
+            node = n
+            while node.parent is not None and node.parent.type != "command_elements":
+                node = node.parent
+            if node.parent is not None:
+                sibs = [c for c in node.parent.children if c.type != "command_argument_sep"]
+                i = [s.id for s in sibs].index(node.id)
+                if i > 0 and sibs[i - 1].type == "command_parameter":
+                    param = text(sibs[i - 1], src).lstrip("-").rstrip(":").lower()
+        else:
+            p = n.parent
+            while p is not None and p.type not in ("assignment_expression", "statement_list"):
+                p = p.parent
+            if p is not None and p.type == "assignment_expression":
+                lhs = p.children[0]
+                ctx = "assign-lhs" if lhs.start_byte <= n.start_byte < lhs.end_byte else "assign-rhs"
+        out["variables"].append({"file": path, "line": n.start_point[0] + 1, "name": text(n, src).lower(), "command": ctx, "param": param})
+    for c in n.children:
+        walk(c, path, src)
+for path in sys.argv[1:]:
+    src = open(path, "rb").read()
+    walk(parser.parse(src).root_node, path, src)
+json.dump(out, sys.stdout)
+"#;
+
+/// The commands and variable references of the Windows scripts (see [`POWERSHELL_COMMANDS`]); `None` (skip)
+/// without tree-sitter-powershell, unless `CI` is set.
+fn powershell_ast(scripts: &[PathBuf]) -> Option<serde_json::Value> {
+    let python = std::env::var("IMAGES_PS_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let probe = Command::new(&python)
+        .args(["-c", "import tree_sitter, tree_sitter_powershell"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            !in_ci(),
+            "CI is set but `{python}` cannot import tree_sitter + tree_sitter_powershell"
+        );
+        eprintln!("SKIPPED: no tree-sitter-powershell for `{python}` (set IMAGES_PS_PYTHON)");
+        return None;
+    }
+    let output = run(Command::new(&python)
+        .args(["-c", POWERSHELL_COMMANDS])
+        .args(scripts));
+    assert!(output.status.success(), "{}", text(&output));
+    Some(serde_json::from_slice(&output.stdout).expect("JSON from the PowerShell walker"))
+}
+
+#[test]
+fn windows_runner_task_runs_as_the_dedicated_user_not_system() {
+    let win = images_dir().join("windows-2022");
+    let scripts = files_with_suffix(&win, ".ps1");
+    let Some(ast) = powershell_ast(&scripts) else {
+        return;
+    };
+    let commands = ast["commands"].as_array().expect("commands");
+    let named = |name: &str| -> Vec<&serde_json::Value> {
+        commands
+            .iter()
+            .filter(|c| {
+                c["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+            .collect()
+    };
+    let param = |c: &serde_json::Value, p: &str| -> String {
+        match &c["params"][p] {
+            serde_json::Value::String(s) => s.trim_matches(['\'', '"']).to_owned(),
+            serde_json::Value::Bool(true) => "(switch)".to_owned(),
+            _ => String::new(),
+        }
+    };
+    let setup = win.join("files/setup-runner-account.ps1");
+    let in_setup = |c: &serde_json::Value| c["file"].as_str() == setup.to_str();
+
+    // Exactly one task principal in all the Windows scripts: the user, S4U, not elevated. No task is
+    // registered without it (no -User SYSTEM), and none as a service account.
+    let principals = named("New-ScheduledTaskPrincipal");
+    assert_eq!(principals.len(), 1, "{principals:?}");
+    let principal = principals[0];
+    assert!(in_setup(principal), "{principal}");
+    assert_eq!(param(principal, "userid"), "$userName");
+    assert_eq!(param(principal, "logontype"), "S4U");
+    assert_eq!(param(principal, "runlevel"), "Limited");
+    assert!(param(principal, "groupid").is_empty());
+    let registrations = named("Register-ScheduledTask");
+    assert_eq!(registrations.len(), 1, "{registrations:?}");
+    let register = registrations[0];
+    assert_eq!(param(register, "taskname"), "$taskName");
+    assert_eq!(param(register, "principal"), "$principal");
+    for p in ["user", "password", "runlevel"] {
+        assert!(param(register, p).is_empty(), "Register-ScheduledTask -{p}");
+    }
+    let setup_text = read(&setup);
+    assert!(setup_text.contains("\n$userName = 'ghrunner'\n"));
+    assert!(setup_text.contains("\n$taskName = 'ActionsRunnerJit'\n"));
+    let trigger = named("New-ScheduledTaskTrigger");
+    assert!(trigger.len() == 1 && param(trigger[0], "atstartup") == "(switch)");
+
+    // The user is created by the image, with the random password and in Users only.
+    let created = named("New-LocalUser");
+    assert_eq!(created.len(), 1);
+    assert!(in_setup(created[0]));
+    assert_eq!(param(created[0], "name"), "$userName");
+    assert_eq!(param(created[0], "password"), "$password");
+    for c in named("Add-LocalGroupMember") {
+        assert_eq!(param(c, "sid"), "S-1-5-32-545", "only Users: {c}");
+    }
+    let removed = named("Remove-LocalGroupMember");
+    assert!(removed.iter().any(|c| param(c, "sid") == "S-1-5-32-544"));
+    assert!(setup_text.contains("$password = New-RandomPassword"));
+
+    // The password never leaves memory: it is only handed to New-LocalUser/Set-LocalUser -Password; its
+    // random bytes only to ConvertTo-SecureString (and their own methods).
+    let variables = ast["variables"].as_array().expect("variables");
+    for v in variables.iter().filter(|v| in_setup(v)) {
+        let name = v["name"].as_str().unwrap_or("");
+        let command = v["command"].as_str().unwrap_or("");
+        let p = v["param"].as_str().unwrap_or("");
+        let allowed = match name {
+            "$password" => {
+                command == "assign-lhs"
+                    || (["New-LocalUser", "Set-LocalUser"].contains(&command) && p == "password")
+            }
+            "$bytes" => {
+                ["assign-lhs", ""].contains(&command)
+                    || (command == "ConvertTo-SecureString" && p == "string")
+            }
+            _ => true,
+        };
+        assert!(allowed, "{name} used by {command} -{p}: {v}");
+    }
+    let uses = |name: &str| {
+        variables
+            .iter()
+            .filter(|v| in_setup(v) && v["name"] == name)
+            .count()
+    };
+    assert_eq!(
+        uses("$password"),
+        3,
+        "assigned, then New-LocalUser or Set-LocalUser"
+    );
+    assert!(uses("$bytes") >= 4);
+
+    // The JIT directory: SYSTEM and the user only; run-jit.ps1 read-only for the user.
+    let icacls: Vec<String> = named("Invoke-Native")
+        .iter()
+        .filter(|c| in_setup(c))
+        .filter_map(|c| {
+            let args = c["args"].as_array()?;
+            (args.first()?.as_str()? == "'icacls.exe'")
+                .then(|| args[1].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    assert!(
+        icacls.contains(&r#"@($jitDir, '/inheritance:r', '/grant:r', "${system}:(OI)(CI)F", "*${sid}:(OI)(CI)M")"#.to_owned()),
+        "{icacls:?}"
+    );
+    assert!(
+        icacls.contains(
+            &r#"@($script, '/inheritance:r', '/grant:r', "${system}:F", "*${sid}:RX")"#.to_owned()
+        ),
+        "{icacls:?}"
+    );
+    assert!(
+        !icacls
+            .iter()
+            .any(|a| a.contains("$jitDir") && a.contains("/grant") && a.contains("S-1-5-32-544")),
+        "Administrators on the JIT directory: {icacls:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-# C:\ProgramData\actions-runner-jit\run-jit.ps1 — run by the scheduled task ActionsRunnerJit at startup, as
-# SYSTEM (images/guest-contract.md). Waits for the JIT config file that the dispatcher writes (cloudbase-init
-# write_files, or the QEMU guest agent's file-write), reads and deletes it, runs the GitHub Actions runner
-# once and shuts the VM down, whether the runner succeeded or failed.
+# C:\ProgramData\actions-runner-jit\run-jit.ps1 — run by the scheduled task ActionsRunnerJit at startup as the
+# local user ghrunner, not SYSTEM (setup-runner-account.ps1, images/guest-contract.md). Waits for the JIT config
+# file that the dispatcher writes (cloudbase-init write_files, or the QEMU guest agent's file-write, both as
+# SYSTEM; the directory lets only SYSTEM and ghrunner read it), reads and deletes it, runs the GitHub Actions
+# runner once and shuts the VM down (ghrunner holds the shutdown right), whether the runner succeeded or failed.
 #
 # The config is handed to the runner in ACTIONS_RUNNER_INPUT_JITCONFIG (the runner's environment equivalent
 # of `run.cmd --jitconfig <cfg>`, removed from its environment once read), so it is never on a command line.
