@@ -1,6 +1,7 @@
 //! The read-only subcommands: `plan`, `status`, `check`, `render` (DESIGN §2.1). None of them changes
 //! anything in Proxmox or GitHub (`check` mints a registration token, which registers nothing).
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
@@ -301,6 +302,82 @@ const VM_PRIVS: &[&str] = &[
     "VM.PowerMgmt",
 ];
 
+/// The token against the least-privilege recipe of PROXMOX_SETUP.md for these pools: what it lacks and what
+/// it holds beyond the recipe, one line per ACL path (both fail the check).
+async fn least_privilege(
+    rec: &Reconciler,
+    pve_major: u8,
+    pve_pool: &str,
+) -> Result<Vec<(bool, String)>, crate::error::Error> {
+    use crate::privileges::{Scope, Uses, beyond_recipe, clone_needs, missing};
+    let cfg = &rec.cfg;
+    let pools = cfg.pools.pools();
+    let guests = rec.pve.cluster_guests().await?;
+    let mut scope = Scope {
+        pve_major,
+        uses: Uses {
+            snippet: cfg.any_snippet_pool(),
+            agent: pools.iter().any(|p| p.injection == Injection::Agent),
+        },
+        pool: pve_pool.to_owned(),
+        snippet_storages: if cfg.any_snippet_pool() {
+            storages(cfg)
+        } else {
+            Vec::new()
+        },
+        ..Scope::default()
+    };
+    for pool in pools {
+        for t in guests
+            .iter()
+            .filter(|g| g.template && g.name.as_deref() == Some(pool.template.as_str()))
+        {
+            scope.templates.push(t.vmid.get());
+            let tpl = rec.pve.vm_config(&t.node, t.vmid).await?;
+            let needs = clone_needs(
+                &tpl,
+                pool.full_clone
+                    .then_some(pool.clone_storage.as_deref())
+                    .flatten(),
+            );
+            scope.disk_storages.extend(needs.disk_storages);
+            scope.bridges.extend(needs.bridges);
+        }
+    }
+    for list in [&mut scope.templates] {
+        list.sort_unstable();
+        list.dedup();
+    }
+    for list in [&mut scope.disk_storages, &mut scope.bridges] {
+        list.sort();
+        list.dedup();
+    }
+    scope.pool_members = guests
+        .iter()
+        .filter(|g| !g.template && cfg.pools.pool_for_vmid(g.vmid.get()).is_some())
+        .map(|g| g.vmid.get())
+        .collect();
+    let perms = rec.pve.permissions(None).await?;
+    let mut out: Vec<(bool, String)> = missing(&perms, &scope)
+        .into_iter()
+        .map(|l| (false, format!("token {l}")))
+        .collect();
+    out.extend(
+        beyond_recipe(&perms, &scope)
+            .into_iter()
+            .map(|l| (false, format!("token {l}"))),
+    );
+    if out.is_empty() {
+        out.push((
+            true,
+            format!(
+                "token holds exactly the least-privilege recipe (pool {pve_pool}, PVE {pve_major})"
+            ),
+        ));
+    }
+    Ok(out)
+}
+
 /// Runs every check; `(passed, line)` each.
 pub async fn doctor(rec: &Reconciler) -> Vec<(bool, String)> {
     let mut out = Vec::new();
@@ -309,15 +386,50 @@ pub async fn doctor(rec: &Reconciler) -> Vec<(bool, String)> {
         true,
         format!("configuration valid: {} pool(s)", cfg.pools.pools().len()),
     ));
-    match rec.pve.version().await {
-        Ok(v) => out.push((true, format!("proxmox reachable: version {}", v.version))),
+    let pve_major = match rec.pve.version().await {
+        Ok(v) => {
+            out.push((true, format!("proxmox reachable: version {}", v.version)));
+            crate::privileges::pve_major(&v.version).unwrap_or(9)
+        }
         Err(e) => {
             out.push((false, format!("proxmox unreachable: {e}")));
             return out;
         }
+    };
+    let pve_pools: BTreeSet<&str> = cfg
+        .pools
+        .pools()
+        .iter()
+        .filter_map(|p| p.pve_pool.as_deref())
+        .collect();
+    if pve_pools.len() == 1 && cfg.pools.pools().iter().all(|p| p.pve_pool.is_some()) {
+        // The least-privilege layout (PROXMOX_SETUP.md): judge the token against the recipe exactly.
+        match least_privilege(
+            rec,
+            pve_major,
+            pve_pools.iter().next().copied().unwrap_or_default(),
+        )
+        .await
+        {
+            Ok(lines) => out.extend(lines),
+            Err(e) => out.push((
+                false,
+                format!("cannot evaluate the least-privilege recipe: {e}"),
+            )),
+        }
+    } else {
+        out.push((
+            true,
+            "warning: no single pools-file `pve_pool`: the token needs its role on /vms (every VM of the \
+             cluster); see PROXMOX_SETUP.md for the least-privilege recipe"
+                .to_owned(),
+        ));
     }
     match rec.pve.permissions(None).await {
-        Ok(perms) => {
+        Ok(perms)
+            if !(pve_pools.len() == 1
+                && cfg.pools.pools().iter().all(|p| p.pve_pool.is_some())) =>
+        {
             let mut missing: Vec<&str> = perms.missing("/vms", VM_PRIVS);
             if cfg
                 .pools
@@ -349,6 +461,7 @@ pub async fn doctor(rec: &Reconciler) -> Vec<(bool, String)> {
                 ));
             }
         }
+        Ok(_) => {}
         Err(e) => out.push((false, format!("cannot read token permissions: {e}"))),
     }
     match rec.pve.cluster_guests().await {
@@ -438,7 +551,15 @@ pub async fn doctor(rec: &Reconciler) -> Vec<(bool, String)> {
     if cfg.any_snippet_pool() {
         for storage in storages(cfg) {
             match rec.pve.storage(&storage).await {
-                Ok(s) if s.has_content("snippets") => out.push((true, format!("storage {storage} has the snippets content type"))),
+                Ok(s) if s.has_content("snippets") => {
+                    let problems = crate::privileges::snippet_storage_problems(&s);
+                    if problems.is_empty() {
+                        out.push((true, format!("storage {storage} is a dedicated snippets storage")));
+                    }
+                    for p in problems {
+                        out.push((false, format!("storage {storage} is unsafe for snippets: {p}")));
+                    }
+                }
                 Ok(_) => out.push((false, format!("storage {storage} lacks the snippets content type (pvesm set {storage} --content …,snippets)"))),
                 Err(e) => out.push((false, format!("cannot read storage {storage}: {e}"))),
             }

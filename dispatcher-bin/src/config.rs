@@ -23,6 +23,8 @@ use crate::snippets::SnippetStore;
 pub const DEFAULT_POOLS_FILE: &str = "/opt/dispatcher/runner-pools.json";
 /// Default of `SNIPPETS_DIR`.
 pub const DEFAULT_SNIPPETS_DIR: &str = "/opt/dispatcher/snippets";
+/// `PROXMOX_STORAGE` when unset: the dedicated snippets storage `bootstrap-dispatcher-lxc.sh` creates.
+pub const DEFAULT_SNIPPET_STORAGE: &str = "ghr-snippets";
 /// Default of `POLL_INTERVAL` in seconds.
 pub const DEFAULT_POLL_INTERVAL: u64 = 15;
 
@@ -366,7 +368,9 @@ impl RuntimeConfig {
                 LogFormat::Text
             }
         };
-        let storage = get("PROXMOX_STORAGE").unwrap_or_else(|| "local".to_owned());
+        // Default: the dedicated snippets storage the bootstrap creates (never `local`, whose snippets/ also
+        // holds hookscripts and other VMs' cloud-init files).
+        let storage = get("PROXMOX_STORAGE").unwrap_or_else(|| DEFAULT_SNIPPET_STORAGE.to_owned());
         let snippets_dir = get("SNIPPETS_DIR").unwrap_or_else(|| DEFAULT_SNIPPETS_DIR.to_owned());
 
         let org_repositories: Vec<String> = if get("GITHUB_ORG").is_some() {
@@ -549,7 +553,7 @@ mod tests {
         assert_eq!((pools[0].vmid_start, pools[0].vmid_end), (200, 299));
         assert_eq!(cfg.poll_interval, Duration::from_secs(15));
         assert_eq!(cfg.runner_url, "https://github.com/NREL/EnergyPlus");
-        assert_eq!(cfg.snippets.default_storage(), "local");
+        assert_eq!(cfg.snippets.default_storage(), DEFAULT_SNIPPET_STORAGE);
         assert!(!cfg.pools.flags().disable_cleanup);
     }
 

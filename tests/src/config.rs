@@ -252,14 +252,16 @@ impl Default for PveConfig {
                 TemplateSpec::linux(9001, "pve2", "ubuntu-2404-runner-template"),
             ],
             storages: vec![
+                // The dedicated snippets storage the bootstrap creates (PROXMOX_STORAGE's default).
+                StorageSpec {
+                    id: "ghr-snippets".into(),
+                    content: vec!["snippets".into()],
+                    path: None,
+                    shared: false,
+                },
                 StorageSpec {
                     id: "local".into(),
-                    content: vec![
-                        "iso".into(),
-                        "vztmpl".into(),
-                        "backup".into(),
-                        "snippets".into(),
-                    ],
+                    content: vec!["iso".into(), "vztmpl".into(), "backup".into()],
                     path: None,
                     shared: false,
                 },
