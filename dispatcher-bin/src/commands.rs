@@ -344,10 +344,8 @@ async fn least_privilege(
             scope.bridges.extend(needs.bridges);
         }
     }
-    for list in [&mut scope.templates] {
-        list.sort_unstable();
-        list.dedup();
-    }
+    scope.templates.sort_unstable();
+    scope.templates.dedup();
     for list in [&mut scope.disk_storages, &mut scope.bridges] {
         list.sort();
         list.dedup();

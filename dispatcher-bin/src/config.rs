@@ -405,7 +405,7 @@ impl RuntimeConfig {
                         )]));
                     }
                     None => {
-                        default_instance_id(&github.runner_url().to_string(), pools_path.as_deref())
+                        default_instance_id(github.runner_url().as_str(), pools_path.as_deref())
                     }
                 };
                 pools.set_instance(Some(instance));
@@ -470,6 +470,23 @@ impl RuntimeConfig {
             .iter()
             .any(|p| p.injection == Injection::Snippet)
     }
+}
+
+/// The instance id when `DISPATCHER_ID` is unset: the first 8 hex digits of SHA-256 over the GitHub scope
+/// URL and the pools file path, so two dispatchers serving different scopes or pools files never take each
+/// other's VMs for theirs, and one dispatcher keeps its id across restarts (set `DISPATCHER_ID` to keep it
+/// when either changes).
+pub fn default_instance_id(scope_url: &str, pools_file: Option<&Path>) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(scope_url.as_bytes());
+    h.update(b"\n");
+    h.update(
+        pools_file
+            .map_or_else(String::new, |p| p.display().to_string())
+            .as_bytes(),
+    );
+    hex::encode(&h.finalize()[..4])
 }
 
 #[cfg(test)]
@@ -677,21 +694,4 @@ mod tests {
             err.0
         );
     }
-}
-
-/// The instance id when `DISPATCHER_ID` is unset: the first 8 hex digits of SHA-256 over the GitHub scope
-/// URL and the pools file path, so two dispatchers serving different scopes or pools files never take each
-/// other's VMs for theirs, and one dispatcher keeps its id across restarts (set `DISPATCHER_ID` to keep it
-/// when either changes).
-pub fn default_instance_id(scope_url: &str, pools_file: Option<&Path>) -> String {
-    use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    h.update(scope_url.as_bytes());
-    h.update(b"\n");
-    h.update(
-        pools_file
-            .map_or_else(String::new, |p| p.display().to_string())
-            .as_bytes(),
-    );
-    hex::encode(&h.finalize()[..4])
 }

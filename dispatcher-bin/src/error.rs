@@ -96,11 +96,10 @@ impl Error {
             },
             Error::GitHub(e) => match e {
                 github_runners::Error::Auth(_) => Some("github_permission"),
-                github_runners::Error::Api { status, .. }
-                    if matches!(status, 401 | 403 | 404 | 422) =>
-                {
-                    Some("github_permission")
-                }
+                github_runners::Error::Api {
+                    status: 401 | 403 | 404 | 422,
+                    ..
+                } => Some("github_permission"),
                 _ => None,
             },
             _ => None,

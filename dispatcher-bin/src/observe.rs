@@ -447,8 +447,8 @@ async fn webhook_jobs(rec: &Reconciler, polled: &[Job]) -> Vec<Job> {
     }
     // Bounded: a burst of deliveries must not turn into hundreds of concurrent GETs (GitHub's secondary
     // rate limit answers those).
-    let answers: Vec<_> = futures::stream::iter(announced.iter())
-        .map(|(id, repo)| rec.gh.job_in(repo, *id))
+    let answers: Vec<_> = futures::stream::iter(announced.clone())
+        .map(|(id, repo)| async move { rec.gh.job_in(&repo, id).await })
         .buffered(WEBHOOK_JOB_CONCURRENCY)
         .collect()
         .await;

@@ -48,6 +48,17 @@ pub struct PoolGates {
     gates: BTreeMap<String, Gate>,
 }
 
+/// The delays of [`PoolGates::failure`].
+#[derive(Debug, Clone, Copy)]
+pub struct GateTiming {
+    /// First back-off after a transient failure (doubles per failure).
+    pub base: Duration,
+    /// Longest back-off.
+    pub max: Duration,
+    /// How long a hold lasts when nothing changed.
+    pub hold_retry: Duration,
+}
+
 /// What [`PoolGates::admit`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -114,10 +125,13 @@ impl PoolGates {
         error: &Error,
         fingerprint: &str,
         now: Instant,
-        base: Duration,
-        max: Duration,
-        hold_retry: Duration,
+        timing: GateTiming,
     ) {
+        let GateTiming {
+            base,
+            max,
+            hold_retry,
+        } = timing;
         let gate = self.gates.entry(pool.to_owned()).or_default();
         gate.failures = gate.failures.saturating_add(1);
         gate.probing = false;
@@ -195,6 +209,14 @@ pub(crate) fn one_line(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn timing(s: Duration) -> GateTiming {
+        GateTiming {
+            base: s,
+            max: s * 10,
+            hold_retry: HOLD_RETRY,
+        }
+    }
+
     fn missing() -> Error {
         Error::TemplateNotFound {
             pool: "p".into(),
@@ -208,7 +230,7 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
         assert_eq!(g.admit("p", "a", t0), Admission::Open);
-        g.failure("p", &missing(), "a", t0, s, s * 10, HOLD_RETRY);
+        g.failure("p", &missing(), "a", t0, timing(s));
         assert_eq!(g.admit("p", "a", t0 + s * 30), Admission::Held);
         assert_eq!(
             g.admit("other", "a", t0),
@@ -220,7 +242,7 @@ mod tests {
         // The template appeared (fingerprint changed): one attempt, and only one at a time.
         assert_eq!(g.admit("p", "b", t0 + s * 31), Admission::Open);
         assert_eq!(g.admit("p", "b", t0 + s * 31), Admission::Held);
-        g.failure("p", &missing(), "b", t0 + s * 32, s, s * 10, HOLD_RETRY);
+        g.failure("p", &missing(), "b", t0 + s * 32, timing(s));
         assert_eq!(g.admit("p", "b", t0 + s * 33), Admission::Held);
         assert_eq!(g.admit("p", "b", t0 + HOLD_RETRY + s * 33), Admission::Open);
         g.success("p");
@@ -236,7 +258,7 @@ mod tests {
             message: "x".into(),
         };
         let s = Duration::from_secs(1);
-        g.failure("p", &e, "a", t0, s, s * 10, HOLD_RETRY);
+        g.failure("p", &e, "a", t0, timing(s));
         assert_eq!(g.admit("p", "a", t0), Admission::BackingOff);
         assert_eq!(g.admit("p", "a", t0 + s * 11), Admission::Open);
         assert!(g.held().is_empty());

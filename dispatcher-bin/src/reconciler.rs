@@ -553,9 +553,11 @@ impl Reconciler {
             error,
             fingerprint,
             Instant::now(),
-            self.tuning.pool_backoff,
-            self.tuning.max_backoff,
-            self.tuning.hold_retry,
+            crate::pool_gate::GateTiming {
+                base: self.tuning.pool_backoff,
+                max: self.tuning.max_backoff,
+                hold_retry: self.tuning.hold_retry,
+            },
         );
         self.metrics.set_held(st.gates.held());
     }

@@ -447,7 +447,9 @@ async fn a_vm_without_a_name_in_the_fresh_status_is_not_deleted() {
     let h = Setup::new().build(fake);
     let listed = name_of(&h, 208);
     h.fake.add_runner(&listed, false, false);
-    h.fake.world().vms.get_mut(&208).map(|v| v.name = None);
+    if let Some(v) = h.fake.world().vms.get_mut(&208) {
+        v.name = None;
+    }
     let report = h.pass().await;
     assert_eq!(report.deleting, 0, "{report:?}");
     assert!(h.fake.world().mutations_of(208).is_empty());
