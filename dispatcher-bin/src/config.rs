@@ -25,6 +25,9 @@ pub const DEFAULT_POOLS_FILE: &str = "/opt/dispatcher/runner-pools.json";
 pub const DEFAULT_SNIPPETS_DIR: &str = "/opt/dispatcher/snippets";
 /// Default of `POLL_INTERVAL` in seconds.
 pub const DEFAULT_POLL_INTERVAL: u64 = 15;
+/// Largest `POLL_INTERVAL` in seconds (one hour; a larger value is refused rather than overflow the timer
+/// arithmetic).
+pub const MAX_POLL_INTERVAL: u64 = 3600;
 
 /// A user-data template file of a pool (the pools key `user_data_template`), read at start-up.
 #[derive(Debug, Clone)]
@@ -199,6 +202,11 @@ impl RuntimeConfig {
         let poll = number("POLL_INTERVAL", DEFAULT_POLL_INTERVAL, &mut errors);
         if poll == 0 {
             errors.push("POLL_INTERVAL=0: must be at least 1 second".to_owned());
+        }
+        if poll > MAX_POLL_INTERVAL {
+            errors.push(format!(
+                "POLL_INTERVAL={poll}: must be at most {MAX_POLL_INTERVAL} seconds"
+            ));
         }
         let debug_logging = flag("DEBUG_LOGGING", &mut errors);
 
@@ -388,7 +396,7 @@ impl RuntimeConfig {
                     pools,
                     templates,
                     snippets: SnippetStore::new(snippets_dir, storage),
-                    poll_interval: Duration::from_secs(poll.max(1)),
+                    poll_interval: Duration::from_secs(poll.clamp(1, MAX_POLL_INTERVAL)),
                     runner_url,
                     listen_addr,
                     webhook_secret,
@@ -549,6 +557,90 @@ mod tests {
             !text.contains("pve-secret-value-123") && !text.contains("ghp_secret"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn huge_poll_interval_is_refused_naming_it() {
+        // u64::MAX seconds used to load, then overflowed `Instant + poll_interval` in the service loop.
+        for (value, needle) in [
+            ("18446744073709551615", "POLL_INTERVAL=18446744073709551615"),
+            ("3601", "POLL_INTERVAL=3601"),
+            (
+                "18446744073709551616",
+                "POLL_INTERVAL=\"18446744073709551616\"",
+            ),
+        ] {
+            let mut vars = base();
+            vars.insert("POLL_INTERVAL", value.to_owned());
+            let err = load(&vars)
+                .err()
+                .unwrap_or_else(|| panic!("{value} must fail"));
+            assert_eq!(err.0.len(), 1, "{err}");
+            assert!(err.0[0].contains(needle), "{err}");
+        }
+        let mut vars = base();
+        vars.insert("POLL_INTERVAL", "3600".to_owned());
+        let cfg = load(&vars).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.poll_interval, Duration::from_secs(MAX_POLL_INTERVAL));
+    }
+
+    mod arbitrary {
+        //! `RuntimeConfig::load` over arbitrary values of every known variable: never a panic, every
+        //! problem on one line, and a loaded configuration within its bounds.
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<u64>().prop_map(|n| n.to_string()),
+                Just(u64::MAX.to_string()),
+                Just("18446744073709551616".to_owned()),
+                (0u64..100_000).prop_map(|n| n.to_string()),
+                Just("-1".to_owned()),
+                Just("true".to_owned()),
+                Just("127.0.0.1:0".to_owned()),
+                Just("http://127.0.0.1:1/api2/json".to_owned()),
+                Just("http://10.0.0.1/api".to_owned()),
+                "\\PC{0,24}",
+                "[ -~]{0,12}\n[ -~]{0,12}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_environment_loads_or_fails_with_one_line_problems(
+                values in prop::collection::vec(prop::option::of(value()), crate::env::KNOWN_VARIABLES.len()),
+            ) {
+                let mut vars = base();
+                for (name, value) in crate::env::KNOWN_VARIABLES.iter().zip(values) {
+                    // Keep the pools hermetic: no pools file, no template file from the generated values.
+                    if matches!(*name, "RUNNER_POOLS_CONFIG" | "USER_DATA_TEMPLATE" | "GITHUB_APP_PRIVATE_KEY_FILE") {
+                        continue;
+                    }
+                    if let Some(v) = value {
+                        vars.insert(*name, v);
+                    }
+                }
+                match load(&vars) {
+                    Ok(cfg) => {
+                        prop_assert!(cfg.poll_interval >= Duration::from_secs(1));
+                        prop_assert!(cfg.poll_interval <= Duration::from_secs(MAX_POLL_INTERVAL));
+                    }
+                    Err(errors) => {
+                        prop_assert!(!errors.0.is_empty());
+                        for line in &errors.0 {
+                            prop_assert!(!line.contains('\n'), "{}", line);
+                            prop_assert!(!line.contains("pve-secret-value-123"), "{}", line);
+                            prop_assert!(!line.contains("ghp_secretsecretsecret"), "{}", line);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
