@@ -156,6 +156,10 @@ pub struct SettingsArgs {
     /// Address for the webhook, metrics and health endpoints (e.g. `0.0.0.0:8080`).
     #[arg(long, env = "LISTEN_ADDR", global = true)]
     pub listen_addr: Option<SocketAddr>,
+    /// Accept a clear-text `http://` `PROXMOX_URL` / `GITHUB_API_URL` whose host is not loopback (a warning
+    /// is logged); refused otherwise.
+    #[arg(long, env = "ALLOW_INSECURE_HTTP", global = true)]
+    pub allow_insecure_http: Option<String>,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", global = true, value_enum)]
     pub log_format: Option<LogFormat>,

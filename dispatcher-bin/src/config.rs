@@ -114,6 +114,7 @@ impl SettingsArgs {
             "RUNNER_GROUP_ID" => self.runner_group_id.clone(),
             "RUNNER_INJECTION" => self.runner_injection.clone(),
             "LISTEN_ADDR" => self.listen_addr.map(|a| a.to_string()),
+            "ALLOW_INSECURE_HTTP" => self.allow_insecure_http.clone(),
             "LOG_FORMAT" => self.log_format.map(|f| match f {
                 LogFormat::Text => "text".to_owned(),
                 LogFormat::Json => "json".to_owned(),
@@ -582,6 +583,31 @@ mod tests {
         vars.insert("POLL_INTERVAL", "3600".to_owned());
         let cfg = load(&vars).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.poll_interval, Duration::from_secs(MAX_POLL_INTERVAL));
+    }
+
+    #[test]
+    fn clear_text_urls_outside_loopback_need_allow_insecure_http() {
+        let mut vars = base();
+        vars.insert(
+            "PROXMOX_URL",
+            "http://pve.example:8006/api2/json".to_owned(),
+        );
+        vars.insert("GITHUB_API_URL", "http://ghes.example/api/v3".to_owned());
+        let err = load(&vars).err().unwrap_or_else(|| panic!("must fail"));
+        assert_eq!(err.0.len(), 2, "{err}");
+        assert!(
+            err.0.iter().all(|l| l.contains("ALLOW_INSECURE_HTTP")),
+            "{err}"
+        );
+        vars.insert("ALLOW_INSECURE_HTTP", "true".to_owned());
+        let cfg = load(&vars).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.proxmox.base_url.scheme(), "http");
+        assert_eq!(cfg.github.api_url.scheme(), "http");
+        // The simulator's loopback URLs need nothing.
+        let mut vars = base();
+        vars.insert("PROXMOX_URL", "http://127.0.0.1:8006/api2/json".to_owned());
+        vars.insert("GITHUB_API_URL", "http://127.0.0.1:9000".to_owned());
+        load(&vars).unwrap_or_else(|e| panic!("{e}"));
     }
 
     mod arbitrary {
