@@ -60,8 +60,10 @@ pub struct RuntimeConfig {
     pub poll_interval: Duration,
     /// URL runners register against (repository or organisation).
     pub runner_url: String,
-    /// Webhook/metrics/health listener.
+    /// Webhook listener; also metrics and health unless `metrics_addr` is set.
     pub listen_addr: Option<SocketAddr>,
+    /// Separate listener for `/metrics`, `/healthz` and `/readyz` (`METRICS_ADDR`).
+    pub metrics_addr: Option<SocketAddr>,
     /// Secret of the `workflow_job` webhook.
     pub webhook_secret: Option<SecretString>,
     /// Log format.
@@ -114,6 +116,7 @@ impl SettingsArgs {
             "RUNNER_GROUP_ID" => self.runner_group_id.clone(),
             "RUNNER_INJECTION" => self.runner_injection.clone(),
             "LISTEN_ADDR" => self.listen_addr.map(|a| a.to_string()),
+            "METRICS_ADDR" => self.metrics_addr.map(|a| a.to_string()),
             "ALLOW_INSECURE_HTTP" => self.allow_insecure_http.clone(),
             "LOG_FORMAT" => self.log_format.map(|f| match f {
                 LogFormat::Text => "text".to_owned(),
@@ -346,15 +349,28 @@ impl RuntimeConfig {
             }
         }
 
-        let listen_addr = get("LISTEN_ADDR").and_then(|v| {
-            v.parse::<SocketAddr>()
-                .map_err(|_| {
-                    errors.push(format!(
-                        "LISTEN_ADDR={v:?}: expected HOST:PORT, e.g. 0.0.0.0:8080"
-                    ))
-                })
-                .ok()
-        });
+        let mut address = |name: &str| {
+            get(name).and_then(|v| {
+                v.parse::<SocketAddr>()
+                    .map_err(|_| {
+                        errors.push(format!(
+                            "{name}={v:?}: expected IP:PORT, e.g. 192.0.2.20:8080 (an address of the \
+                             private network GitHub's deliveries arrive on)"
+                        ))
+                    })
+                    .ok()
+            })
+        };
+        let listen_addr = address("LISTEN_ADDR");
+        let metrics_addr = address("METRICS_ADDR");
+        if let (Some(l), Some(m)) = (listen_addr, metrics_addr)
+            && l == m
+        {
+            errors.push(format!(
+                "METRICS_ADDR={m}: the same as LISTEN_ADDR; unset it to serve metrics and health on \
+                 LISTEN_ADDR, or give another address"
+            ));
+        }
         let webhook_secret = get("WEBHOOK_SECRET").map(SecretString::from);
         let log_format = match get("LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -400,6 +416,7 @@ impl RuntimeConfig {
                     poll_interval: Duration::from_secs(poll.clamp(1, MAX_POLL_INTERVAL)),
                     runner_url,
                     listen_addr,
+                    metrics_addr,
                     webhook_secret,
                     log_format,
                     debug_logging,
@@ -583,6 +600,44 @@ mod tests {
         vars.insert("POLL_INTERVAL", "3600".to_owned());
         let cfg = load(&vars).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.poll_interval, Duration::from_secs(MAX_POLL_INTERVAL));
+    }
+
+    #[test]
+    fn metrics_addr_is_read_and_must_differ_from_listen_addr() {
+        let mut vars = base();
+        vars.insert("LISTEN_ADDR", "192.0.2.20:8080".to_owned());
+        vars.insert("METRICS_ADDR", "127.0.0.1:9100".to_owned());
+        let cfg = load(&vars).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.metrics_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9100)))
+        );
+        vars.insert("METRICS_ADDR", "192.0.2.20:8080".to_owned());
+        let err = load(&vars).err().unwrap_or_else(|| panic!("must fail"));
+        assert!(
+            err.to_string().contains("METRICS_ADDR=192.0.2.20:8080"),
+            "{err}"
+        );
+        vars.insert("METRICS_ADDR", "localhost:9100".to_owned());
+        let err = load(&vars).err().unwrap_or_else(|| panic!("must fail"));
+        assert!(
+            err.to_string().contains("METRICS_ADDR=\"localhost:9100\""),
+            "{err}"
+        );
+        // Without METRICS_ADDR everything stays on LISTEN_ADDR.
+        let cfg = load(&base()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.metrics_addr, None);
+    }
+
+    #[test]
+    fn a_bad_listen_addr_suggests_a_private_address() {
+        let mut vars = base();
+        vars.insert("LISTEN_ADDR", ":8080".to_owned());
+        let err = load(&vars).err().unwrap_or_else(|| panic!("must fail"));
+        let text = err.to_string();
+        assert!(text.contains("LISTEN_ADDR=\":8080\""), "{text}");
+        assert!(!text.contains("0.0.0.0"), "{text}");
+        assert!(text.contains("private network"), "{text}");
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "DEBUG_LOGGING",
     "WEBHOOK_SECRET",
     "LISTEN_ADDR",
+    "METRICS_ADDR",
     "ALLOW_INSECURE_HTTP",
     "LOG_FORMAT",
 ];
