@@ -9,7 +9,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | bad, missing or non-`sha256=` signature | `401`, one-line reason |
+//! | bad, missing or non-`sha256=` signature | `401 invalid signature` (the reason goes to the log) |
 //! | no `X-GitHub-Event` | `400` |
 //! | delivery id seen before (last [`REMEMBERED_DELIVERIES`]) | `200 duplicate delivery` |
 //! | `ping` | `200 pong` |
@@ -18,6 +18,10 @@
 //! | unparseable `workflow_job` | `400` (the body is never logged nor echoed) |
 //! | body larger than [`Limits::max_body_bytes`] | `413` |
 //! | request not answered within [`Limits::request_timeout`] (e.g. a body that trickles in) | `408` |
+//!
+//! Nothing an unauthenticated client sends is logged or echoed: a delivery rejected for its signature is
+//! logged without its delivery id, and `/readyz` says only `ready` or a generic reason (the detail of a
+//! failed pass is in the log).
 //!
 //! The listener is plain HTTP/1.1 (hyper) with the [`Limits`]: a client must send its request head within
 //! [`Limits::header_read_timeout`] (an idle keep-alive connection is closed after it too), at most
@@ -296,9 +300,11 @@ async fn healthz() -> Response {
     text(StatusCode::OK, "ok\n")
 }
 
+/// `ready`, or `not ready:` and a generic reason; never an error's text (it may name internal URLs: the
+/// reconciler logs it).
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    match s.metrics.readiness(s.cfg.poll_interval) {
-        Ok(why) => text(StatusCode::OK, format!("ready: {why}\n")),
+    match s.metrics.public_readiness(s.cfg.poll_interval) {
+        Ok(()) => text(StatusCode::OK, "ready\n"),
         Err(why) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
@@ -335,7 +341,6 @@ fn handle_webhook(
     headers: &HeaderMap,
     body: &[u8],
 ) -> (StatusCode, Delivery, String) {
-    let delivery = header_str(headers, DELIVERY_HEADER).unwrap_or("-");
     let Some(secret) = s.cfg.webhook_secret.as_ref() else {
         return (
             StatusCode::NOT_FOUND,
@@ -344,9 +349,16 @@ fn handle_webhook(
         );
     };
     if let Err(e) = verify(secret, body, header_str(headers, SIGNATURE_HEADER)) {
-        tracing::warn!(delivery, reason = %e, "webhook delivery rejected");
-        return (StatusCode::UNAUTHORIZED, Delivery::Unauthorized, e);
+        // Everything else in the request is the sender's choice: log only our own reason.
+        tracing::warn!(reason = %e, "webhook delivery rejected: invalid signature");
+        return (
+            StatusCode::UNAUTHORIZED,
+            Delivery::Unauthorized,
+            "invalid signature".into(),
+        );
     }
+    // Authenticated from here on: the delivery id may be logged.
+    let delivery = header_str(headers, DELIVERY_HEADER).unwrap_or("-");
     let Some(event) = header_str(headers, EVENT_HEADER) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -591,16 +603,13 @@ mod tests {
         let (status, text) = s
             .post("workflow_job", "d-1", &body, Some(wrong_secret))
             .await;
-        assert_eq!(status, 401);
-        assert!(text.contains("does not match"), "{text}");
+        assert_eq!((status, text.as_str()), (401, "invalid signature\n"));
         let (status, text) = s.post("workflow_job", "d-2", &body, None).await;
-        assert_eq!(status, 401);
-        assert!(text.contains("missing"), "{text}");
+        assert_eq!((status, text.as_str()), (401, "invalid signature\n"));
         let good = signature_header(&SecretString::from(SECRET), &body);
         let unprefixed = good.trim_start_matches("sha256=").to_owned();
         let (status, text) = s.post("workflow_job", "d-3", &body, Some(unprefixed)).await;
-        assert_eq!(status, 401);
-        assert!(text.contains("sha256="), "{text}");
+        assert_eq!((status, text.as_str()), (401, "invalid signature\n"));
         let sha1 = good.replace("sha256=", "sha1=");
         let (status, _) = s.post("workflow_job", "d-4", &body, Some(sha1)).await;
         assert_eq!(status, 401);
@@ -756,8 +765,10 @@ mod tests {
         let s = serve(Some(SECRET)).await;
         assert_eq!(s.get("/healthz").await, (200, "ok\n".to_owned()));
         let (status, text) = s.get("/readyz").await;
-        assert_eq!(status, 503);
-        assert!(text.starts_with("not ready: no reconcile pass"), "{text}");
+        assert_eq!(
+            (status, text.as_str()),
+            (503, "not ready: no reconcile pass has completed yet\n")
+        );
         let cfg = config(Some(SECRET));
         let (observation, plan) = (
             crate::observe::Observation::default(),
@@ -765,23 +776,23 @@ mod tests {
         );
         s.metrics.pass_observed(&cfg, &observation, &plan, 0);
         let (status, text) = s.get("/readyz").await;
-        assert_eq!(status, 200, "{text}");
-        assert!(text.starts_with("ready: "), "{text}");
+        assert_eq!((status, text.as_str()), (200, "ready\n"));
         s.metrics
             .pass_failed(&crate::error::Error::Proxmox(proxmox_api::Error::Api {
-                method: "GET",
-                endpoint: "/cluster/resources",
-                status: 503,
-                message: "Service Unavailable\nsecond line".into(),
-                errors: Default::default(),
-            }));
+            method: "GET",
+            endpoint: "/cluster/resources",
+            status: 503,
+            message:
+                "Service Unavailable at https://pve-internal.example:8006/api2/json\nsecond line"
+                    .into(),
+            errors: Default::default(),
+        }));
+        // Generic on the wire: neither the error's text nor the URL it names (the log has them).
         let (status, text) = s.get("/readyz").await;
-        assert_eq!(status, 503);
-        assert!(
-            text.contains("last pass failed: proxmox: GET /cluster/resources"),
-            "{text}"
+        assert_eq!(
+            (status, text.as_str()),
+            (503, "not ready: last pass failed\n")
         );
-        assert_eq!(text.trim_end().lines().count(), 1, "{text}");
         s.metrics.pass_observed(&cfg, &observation, &plan, 0);
         assert_eq!(s.get("/readyz").await.0, 200);
     }
@@ -949,5 +960,63 @@ mod tests {
         assert_eq!(mon.get("/healthz").await.0, 200);
         assert_eq!(mon.get("/metrics").await.0, 200);
         assert_eq!(mon.get("/readyz").await.0, 503);
+    }
+
+    #[tokio::test]
+    async fn readyz_says_only_a_generic_reason_never_the_error_or_its_urls() {
+        let s = serve(None).await;
+        s.metrics
+            .pass_failed(&crate::error::Error::Proxmox(proxmox_api::Error::Api {
+            method: "GET",
+            endpoint: "/cluster/resources",
+            status: 401,
+            message:
+                "authentication failure at https://10.1.2.3:8006/api2/json for ghr@pve!dispatcher"
+                    .into(),
+            errors: Default::default(),
+        }));
+        let (status, text) = s.get("/readyz").await;
+        assert_eq!(
+            (status, text.as_str()),
+            (503, "not ready: last pass failed\n")
+        );
+    }
+
+    #[tracing_test::traced_test]
+    #[test]
+    fn a_rejected_webhook_logs_neither_its_delivery_id_nor_its_body() {
+        let state = AppState::new(
+            config(Some(SECRET)),
+            Arc::new(Metrics::new()),
+            Box::new(|| {}),
+        );
+        let body = br#"{"action":"queued","BODY-MARK-77":"\u001b[31m"}"#;
+        let mut headers = HeaderMap::new();
+        let mut set = |name: &'static str, value: &str| {
+            headers.insert(name, value.parse().unwrap_or_else(|e| panic!("{e}")));
+        };
+        set(EVENT_HEADER, "workflow_job");
+        set(DELIVERY_HEADER, "DELIVERY-MARK-42 forged=1");
+        set(SIGNATURE_HEADER, &format!("sha256={}", "ab".repeat(32)));
+        let (status, _, message) = handle_webhook(&state, &headers, body);
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(message, "invalid signature");
+        assert!(logs_contain("webhook delivery rejected"));
+        assert!(logs_contain("does not match"), "the reason is logged");
+        assert!(!logs_contain("DELIVERY-MARK-42"));
+        assert!(!logs_contain("BODY-MARK-77"));
+        // Once the signature is valid, the delivery id may be logged.
+        let sig = signature_header(&SecretString::from(SECRET), &job_payload("queued", OURS));
+        headers.insert(
+            SIGNATURE_HEADER,
+            sig.parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        headers.insert(
+            DELIVERY_HEADER,
+            "DELIVERY-OK-43".parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        let (status, _, _) = handle_webhook(&state, &headers, &job_payload("queued", OURS));
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert!(logs_contain("DELIVERY-OK-43"));
     }
 }
