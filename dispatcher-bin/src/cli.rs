@@ -153,9 +153,18 @@ pub struct SettingsArgs {
     #[arg(long, env = "RUNNER_INJECTION", global = true)]
     pub runner_injection: Option<String>,
 
-    /// Address for the webhook, metrics and health endpoints (e.g. `0.0.0.0:8080`).
+    /// Address for the webhook (and the metrics and health endpoints unless `METRICS_ADDR` is set): an
+    /// address of the private network, e.g. `192.0.2.20:8080`.
     #[arg(long, env = "LISTEN_ADDR", global = true)]
     pub listen_addr: Option<SocketAddr>,
+    /// Separate address for `/metrics`, `/healthz` and `/readyz` (e.g. `127.0.0.1:9100`); they are then not
+    /// served on `LISTEN_ADDR`.
+    #[arg(long, env = "METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Accept a clear-text `http://` `PROXMOX_URL` / `GITHUB_API_URL` whose host is not loopback (a warning
+    /// is logged); refused otherwise.
+    #[arg(long, env = "ALLOW_INSECURE_HTTP", global = true)]
+    pub allow_insecure_http: Option<String>,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", global = true, value_enum)]
     pub log_format: Option<LogFormat>,

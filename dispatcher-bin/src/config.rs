@@ -27,6 +27,9 @@ pub const DEFAULT_SNIPPETS_DIR: &str = "/opt/dispatcher/snippets";
 pub const DEFAULT_SNIPPET_STORAGE: &str = "ghr-snippets";
 /// Default of `POLL_INTERVAL` in seconds.
 pub const DEFAULT_POLL_INTERVAL: u64 = 15;
+/// Largest `POLL_INTERVAL` in seconds (one hour; a larger value is refused rather than overflow the timer
+/// arithmetic).
+pub const MAX_POLL_INTERVAL: u64 = 3600;
 
 /// A user-data template file of a pool (the pools key `user_data_template`), read at start-up.
 #[derive(Debug, Clone)]
@@ -59,8 +62,10 @@ pub struct RuntimeConfig {
     pub poll_interval: Duration,
     /// URL runners register against (repository or organisation).
     pub runner_url: String,
-    /// Webhook/metrics/health listener.
+    /// Webhook listener; also metrics and health unless `metrics_addr` is set.
     pub listen_addr: Option<SocketAddr>,
+    /// Separate listener for `/metrics`, `/healthz` and `/readyz` (`METRICS_ADDR`).
+    pub metrics_addr: Option<SocketAddr>,
     /// Secret of the `workflow_job` webhook.
     pub webhook_secret: Option<SecretString>,
     /// Log format.
@@ -113,6 +118,8 @@ impl SettingsArgs {
             "RUNNER_GROUP_ID" => self.runner_group_id.clone(),
             "RUNNER_INJECTION" => self.runner_injection.clone(),
             "LISTEN_ADDR" => self.listen_addr.map(|a| a.to_string()),
+            "METRICS_ADDR" => self.metrics_addr.map(|a| a.to_string()),
+            "ALLOW_INSECURE_HTTP" => self.allow_insecure_http.clone(),
             "LOG_FORMAT" => self.log_format.map(|f| match f {
                 LogFormat::Text => "text".to_owned(),
                 LogFormat::Json => "json".to_owned(),
@@ -202,6 +209,11 @@ impl RuntimeConfig {
         let poll = number("POLL_INTERVAL", DEFAULT_POLL_INTERVAL, &mut errors);
         if poll == 0 {
             errors.push("POLL_INTERVAL=0: must be at least 1 second".to_owned());
+        }
+        if poll > MAX_POLL_INTERVAL {
+            errors.push(format!(
+                "POLL_INTERVAL={poll}: must be at most {MAX_POLL_INTERVAL} seconds"
+            ));
         }
         let debug_logging = flag("DEBUG_LOGGING", &mut errors);
 
@@ -350,15 +362,28 @@ impl RuntimeConfig {
             }
         }
 
-        let listen_addr = get("LISTEN_ADDR").and_then(|v| {
-            v.parse::<SocketAddr>()
-                .map_err(|_| {
-                    errors.push(format!(
-                        "LISTEN_ADDR={v:?}: expected HOST:PORT, e.g. 0.0.0.0:8080"
-                    ))
-                })
-                .ok()
-        });
+        let mut address = |name: &str| {
+            get(name).and_then(|v| {
+                v.parse::<SocketAddr>()
+                    .map_err(|_| {
+                        errors.push(format!(
+                            "{name}={v:?}: expected IP:PORT, e.g. 192.0.2.20:8080 (an address of the \
+                             private network GitHub's deliveries arrive on)"
+                        ))
+                    })
+                    .ok()
+            })
+        };
+        let listen_addr = address("LISTEN_ADDR");
+        let metrics_addr = address("METRICS_ADDR");
+        if let (Some(l), Some(m)) = (listen_addr, metrics_addr)
+            && l == m
+        {
+            errors.push(format!(
+                "METRICS_ADDR={m}: the same as LISTEN_ADDR; unset it to serve metrics and health on \
+                 LISTEN_ADDR, or give another address"
+            ));
+        }
         let webhook_secret = get("WEBHOOK_SECRET").map(SecretString::from);
         let log_format = match get("LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -416,9 +441,10 @@ impl RuntimeConfig {
                     pools,
                     templates,
                     snippets: SnippetStore::new(snippets_dir, storage),
-                    poll_interval: Duration::from_secs(poll.max(1)),
+                    poll_interval: Duration::from_secs(poll.clamp(1, MAX_POLL_INTERVAL)),
                     runner_url,
                     listen_addr,
+                    metrics_addr,
                     webhook_secret,
                     log_format,
                     debug_logging,
@@ -670,6 +696,153 @@ mod tests {
             !text.contains("pve-secret-value-123") && !text.contains("ghp_secret"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn huge_poll_interval_is_refused_naming_it() {
+        // u64::MAX seconds used to load, then overflowed `Instant + poll_interval` in the service loop.
+        for (value, needle) in [
+            ("18446744073709551615", "POLL_INTERVAL=18446744073709551615"),
+            ("3601", "POLL_INTERVAL=3601"),
+            (
+                "18446744073709551616",
+                "POLL_INTERVAL=\"18446744073709551616\"",
+            ),
+        ] {
+            let mut vars = base();
+            vars.insert("POLL_INTERVAL", value.to_owned());
+            let err = load(&vars)
+                .err()
+                .unwrap_or_else(|| panic!("{value} must fail"));
+            assert_eq!(err.0.len(), 1, "{err}");
+            assert!(err.0[0].contains(needle), "{err}");
+        }
+        let mut vars = base();
+        vars.insert("POLL_INTERVAL", "3600".to_owned());
+        let cfg = load(&vars).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.poll_interval, Duration::from_secs(MAX_POLL_INTERVAL));
+    }
+
+    #[test]
+    fn metrics_addr_is_read_and_must_differ_from_listen_addr() {
+        let mut vars = base();
+        vars.insert("LISTEN_ADDR", "192.0.2.20:8080".to_owned());
+        vars.insert("METRICS_ADDR", "127.0.0.1:9100".to_owned());
+        let cfg = load(&vars).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.metrics_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9100)))
+        );
+        vars.insert("METRICS_ADDR", "192.0.2.20:8080".to_owned());
+        let err = load(&vars).err().unwrap_or_else(|| panic!("must fail"));
+        assert!(
+            err.to_string().contains("METRICS_ADDR=192.0.2.20:8080"),
+            "{err}"
+        );
+        vars.insert("METRICS_ADDR", "localhost:9100".to_owned());
+        let err = load(&vars).err().unwrap_or_else(|| panic!("must fail"));
+        assert!(
+            err.to_string().contains("METRICS_ADDR=\"localhost:9100\""),
+            "{err}"
+        );
+        // Without METRICS_ADDR everything stays on LISTEN_ADDR.
+        let cfg = load(&base()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.metrics_addr, None);
+    }
+
+    #[test]
+    fn a_bad_listen_addr_suggests_a_private_address() {
+        let mut vars = base();
+        vars.insert("LISTEN_ADDR", ":8080".to_owned());
+        let err = load(&vars).err().unwrap_or_else(|| panic!("must fail"));
+        let text = err.to_string();
+        assert!(text.contains("LISTEN_ADDR=\":8080\""), "{text}");
+        assert!(!text.contains("0.0.0.0"), "{text}");
+        assert!(text.contains("private network"), "{text}");
+    }
+
+    #[test]
+    fn clear_text_urls_outside_loopback_need_allow_insecure_http() {
+        let mut vars = base();
+        vars.insert(
+            "PROXMOX_URL",
+            "http://pve.example:8006/api2/json".to_owned(),
+        );
+        vars.insert("GITHUB_API_URL", "http://ghes.example/api/v3".to_owned());
+        let err = load(&vars).err().unwrap_or_else(|| panic!("must fail"));
+        assert_eq!(err.0.len(), 2, "{err}");
+        assert!(
+            err.0.iter().all(|l| l.contains("ALLOW_INSECURE_HTTP")),
+            "{err}"
+        );
+        vars.insert("ALLOW_INSECURE_HTTP", "true".to_owned());
+        let cfg = load(&vars).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.proxmox.base_url.scheme(), "http");
+        assert_eq!(cfg.github.api_url.scheme(), "http");
+        // The simulator's loopback URLs need nothing.
+        let mut vars = base();
+        vars.insert("PROXMOX_URL", "http://127.0.0.1:8006/api2/json".to_owned());
+        vars.insert("GITHUB_API_URL", "http://127.0.0.1:9000".to_owned());
+        load(&vars).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    mod arbitrary {
+        //! `RuntimeConfig::load` over arbitrary values of every known variable: never a panic, every
+        //! problem on one line, and a loaded configuration within its bounds.
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<u64>().prop_map(|n| n.to_string()),
+                Just(u64::MAX.to_string()),
+                Just("18446744073709551616".to_owned()),
+                (0u64..100_000).prop_map(|n| n.to_string()),
+                Just("-1".to_owned()),
+                Just("true".to_owned()),
+                Just("127.0.0.1:0".to_owned()),
+                Just("http://127.0.0.1:1/api2/json".to_owned()),
+                Just("http://10.0.0.1/api".to_owned()),
+                "\\PC{0,24}",
+                "[ -~]{0,12}\n[ -~]{0,12}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_environment_loads_or_fails_with_one_line_problems(
+                values in prop::collection::vec(prop::option::of(value()), crate::env::KNOWN_VARIABLES.len()),
+            ) {
+                let mut vars = base();
+                for (name, value) in crate::env::KNOWN_VARIABLES.iter().zip(values) {
+                    // Keep the pools hermetic: no pools file, no template file from the generated values.
+                    if matches!(*name, "RUNNER_POOLS_CONFIG" | "USER_DATA_TEMPLATE" | "GITHUB_APP_PRIVATE_KEY_FILE") {
+                        continue;
+                    }
+                    if let Some(v) = value {
+                        vars.insert(*name, v);
+                    }
+                }
+                match load(&vars) {
+                    Ok(cfg) => {
+                        prop_assert!(cfg.poll_interval >= Duration::from_secs(1));
+                        prop_assert!(cfg.poll_interval <= Duration::from_secs(MAX_POLL_INTERVAL));
+                    }
+                    Err(errors) => {
+                        prop_assert!(!errors.0.is_empty());
+                        for line in &errors.0 {
+                            prop_assert!(!line.contains('\n'), "{}", line);
+                            prop_assert!(!line.contains("pve-secret-value-123"), "{}", line);
+                            prop_assert!(!line.contains("ghp_secretsecretsecret"), "{}", line);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

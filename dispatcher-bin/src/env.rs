@@ -40,6 +40,8 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "DEBUG_LOGGING",
     "WEBHOOK_SECRET",
     "LISTEN_ADDR",
+    "METRICS_ADDR",
+    "ALLOW_INSECURE_HTTP",
     "LOG_FORMAT",
     "DISPATCHER_ID",
 ];

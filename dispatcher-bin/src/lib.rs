@@ -4,7 +4,7 @@
 //! code: [`config::RuntimeConfig`] reads the environment contract, [`reconciler::Reconciler`] runs passes
 //! (observe → `pool_scheduler::plan` → act), [`provision`] and [`deprovision`] are the executors, and
 //! [`commands`] prints `plan`, `status`, `check` and `render`. With `LISTEN_ADDR`, [`server`] serves the
-//! webhook trigger, [`metrics`] (Prometheus) and health endpoints.
+//! webhook trigger, [`metrics`] (Prometheus) and health endpoints (those two on `METRICS_ADDR` when set).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -181,27 +181,68 @@ pub async fn main_with(cli: Cli) -> ExitCode {
     }
 }
 
-/// Binds `LISTEN_ADDR` (if set) and serves webhook, metrics and health until shutdown.
+/// Binds `LISTEN_ADDR` and `METRICS_ADDR` (those set) and serves webhook, metrics and health until
+/// shutdown: the webhook on `LISTEN_ADDR`; metrics and health on `METRICS_ADDR`, else on `LISTEN_ADDR`.
 async fn start_server(
     rec: &Arc<Reconciler>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
-    let Some(addr) = rec.cfg.listen_addr else {
-        if rec.cfg.webhook_secret.is_some() {
-            tracing::warn!("WEBHOOK_SECRET is set without LISTEN_ADDR: no webhook listener");
-        }
-        return Ok(None);
-    };
-    let listener = server::bind(addr).await?;
-    let webhook = rec.cfg.webhook_secret.is_some();
-    if !webhook {
-        tracing::warn!(
-            "LISTEN_ADDR is set without WEBHOOK_SECRET: serving /metrics, /healthz and /readyz only (/webhook answers 404)"
-        );
+    use server::Endpoints;
+    let cfg = &rec.cfg;
+    let webhook = cfg.webhook_secret.is_some();
+    if webhook && cfg.listen_addr.is_none() {
+        tracing::warn!("WEBHOOK_SECRET is set without LISTEN_ADDR: no webhook listener");
     }
-    let local = listener.local_addr().map_or(addr, |a| a);
-    tracing::info!(listen = %local, webhook, "HTTP listener started");
+    let mut listeners = Vec::new();
+    if let Some(addr) = cfg.listen_addr {
+        let endpoints = if cfg.metrics_addr.is_some() {
+            if !webhook {
+                tracing::warn!(
+                    "LISTEN_ADDR is set without WEBHOOK_SECRET while METRICS_ADDR serves metrics and \
+                     health: LISTEN_ADDR serves nothing (/webhook answers 404)"
+                );
+            }
+            Endpoints::Webhook
+        } else {
+            if !webhook {
+                tracing::warn!(
+                    "LISTEN_ADDR is set without WEBHOOK_SECRET: serving /metrics, /healthz and /readyz only (/webhook answers 404)"
+                );
+            }
+            Endpoints::All
+        };
+        listeners.push(("LISTEN_ADDR", addr, endpoints));
+    }
+    if let Some(addr) = cfg.metrics_addr {
+        listeners.push(("METRICS_ADDR", addr, Endpoints::Monitoring));
+    }
+    if listeners.is_empty() {
+        return Ok(None);
+    }
+    let mut bound = Vec::new();
+    for (var, addr, endpoints) in listeners {
+        bound.push((server::bind(var, addr).await?, var, addr, endpoints));
+    }
     let state = Arc::new(server::AppState::for_reconciler(rec));
-    Ok(Some(server::spawn(listener, state, rec.shutdown_token())))
+    let limits = server::Limits::default();
+    let handles: Vec<_> = bound
+        .into_iter()
+        .map(|(listener, var, addr, endpoints)| {
+            let local = listener.local_addr().map_or(addr, |a| a);
+            tracing::info!(listen = %local, variable = var, ?endpoints, webhook, "HTTP listener started");
+            server::spawn(
+                listener,
+                Arc::clone(&state),
+                endpoints,
+                limits,
+                rec.shutdown_token(),
+            )
+        })
+        .collect();
+    Ok(Some(tokio::spawn(async move {
+        for handle in handles {
+            let _ = handle.await;
+        }
+    })))
 }
 
 /// SIGTERM / SIGINT: stop starting work, roll back or finish what is in flight, exit.

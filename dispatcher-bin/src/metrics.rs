@@ -798,6 +798,27 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// [`Metrics::readiness`] in words fit for an unauthenticated client (`GET /readyz`): `Ok(())`, or a
+    /// generic reason (`last pass failed`, …), never an error's text (it may name internal URLs; the
+    /// reconciler logs it).
+    pub fn public_readiness(&self, poll_interval: Duration) -> Result<(), &'static str> {
+        let health = lock(&self.health);
+        if let Some((failed_at, _)) = &health.last_failure
+            && health.last_success.is_none_or(|ok| *failed_at > ok)
+        {
+            return Err("last pass failed");
+        }
+        match health.last_success {
+            None => Err("no reconcile pass has completed yet"),
+            Some(ok) if ok.elapsed() > poll_interval.saturating_mul(READY_POLL_INTERVALS) => {
+                Err("last successful pass is too old")
+            }
+            Some(_) => Ok(()),
+        }
+    }
+}
+
 /// How long a provision's track survives without its VM in the listing (the listing lags new clones).
 const TRACK_UNLISTED: Duration = Duration::from_secs(600);
 

@@ -1,5 +1,5 @@
-//! The HTTP listener of `dispatcher run` when `LISTEN_ADDR` is set: `POST /webhook`, `GET /metrics`,
-//! `GET /healthz`, `GET /readyz`.
+//! The HTTP listeners of `dispatcher run`: `POST /webhook` on `LISTEN_ADDR`; `GET /metrics`, `GET /healthz`
+//! and `GET /readyz` on `METRICS_ADDR` when it is set, else on `LISTEN_ADDR` too.
 //!
 //! The webhook is a trigger, never a command: a verified `workflow_job` `queued` (or `completed`) delivery
 //! for a job one of our pools serves asks the reconciler for a pass at once and is answered `202` without
@@ -9,21 +9,33 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | bad, missing or non-`sha256=` signature | `401`, one-line reason |
+//! | bad, missing or non-`sha256=` signature | `401 invalid signature` (the reason goes to the log) |
 //! | no `X-GitHub-Event` | `400` |
 //! | delivery id seen before (last [`REMEMBERED_DELIVERIES`]) | `200 duplicate delivery` |
 //! | `ping` | `200 pong` |
 //! | `workflow_job` `queued`/`completed` for one of our pools | `202`, a pass is triggered |
 //! | any other event, action or a job no pool serves | `204` |
 //! | unparseable `workflow_job` | `400` (the body is never logged nor echoed) |
+//! | body larger than [`Limits::max_body_bytes`] | `413` |
+//! | request not answered within [`Limits::request_timeout`] (e.g. a body that trickles in) | `408` |
+//!
+//! Nothing an unauthenticated client sends is logged or echoed: a delivery rejected for its signature is
+//! logged without its delivery id, and `/readyz` says only `ready` or a generic reason (the detail of a
+//! failed pass is in the log).
+//!
+//! The listener is plain HTTP/1.1 (hyper) with the [`Limits`]: a client must send its request head within
+//! [`Limits::header_read_timeout`] (an idle keep-alive connection is closed after it too), at most
+//! [`Limits::max_connections`] connections are open at once (a connection beyond that is closed at once),
+//! and bodies and requests are bounded as in the table.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,14 +43,61 @@ use github_runners::webhooks::{
     DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, WorkflowJobAction, parse_workflow_job,
     verify_signature,
 };
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use pool_scheduler::MatchResult;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::config::RuntimeConfig;
 use crate::metrics::{CONTENT_TYPE, Delivery, Metrics};
 use crate::reconciler::Reconciler;
+
+/// Bounds of one HTTP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A client must send its whole request head (request line and headers) within this time, counted
+    /// from the connection (or the end of its previous request); else the connection is closed.
+    pub header_read_timeout: Duration,
+    /// A request (reading its body included) must be answered within this time; else `408`.
+    pub request_timeout: Duration,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Largest request body; a larger one is answered `413`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    /// 10 s for the head, 10 s per request (GitHub gives up on a delivery after 10 s), 64 connections,
+    /// 256 KiB bodies (a `workflow_job` delivery is a few KB; GitHub caps payloads at 25 MB).
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            max_connections: 64,
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Largest request head (request line and headers) read into memory (hyper's minimum is 8 KiB).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    /// `/webhook` (when a secret is configured), `/metrics`, `/healthz`, `/readyz`: `LISTEN_ADDR` without
+    /// `METRICS_ADDR`.
+    All,
+    /// `/webhook` only: `LISTEN_ADDR` when `METRICS_ADDR` is set.
+    Webhook,
+    /// `/metrics`, `/healthz`, `/readyz`: `METRICS_ADDR`.
+    Monitoring,
+}
 
 /// Delivery ids remembered for de-duplication (oldest forgotten first).
 pub const REMEMBERED_DELIVERIES: usize = 4096;
@@ -135,40 +194,97 @@ impl AppState {
     }
 }
 
-/// The routes; `/webhook` only when a webhook secret is configured.
-pub fn router(state: Arc<AppState>) -> Router {
-    let mut r = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
-    if state.cfg.webhook_secret.is_some() {
+/// The routes of `endpoints` (`/webhook` only when a webhook secret is configured), with the body limit and
+/// the request timeout of `limits`.
+pub fn router(state: Arc<AppState>, endpoints: Endpoints, limits: Limits) -> Router {
+    let mut r = Router::new();
+    if endpoints != Endpoints::Webhook {
+        r = r
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz));
+    }
+    if endpoints != Endpoints::Monitoring && state.cfg.webhook_secret.is_some() {
         r = r.route("/webhook", post(webhook));
     }
-    r.with_state(state)
+    r.layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .with_state(state)
 }
 
-/// Binds `addr` (a one-line error naming `LISTEN_ADDR` on failure).
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+/// Binds `addr`; a one-line error naming `var` (`LISTEN_ADDR`, `METRICS_ADDR`) on failure.
+pub async fn bind(var: &str, addr: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("LISTEN_ADDR={addr}: cannot listen: {e}"))
+        .map_err(|e| format!("{var}={addr}: cannot listen: {e}"))
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled.
+/// Serves `endpoints` on `listener` within `limits` until `shutdown` is cancelled; then stops accepting and
+/// lets open connections finish their request.
 pub fn spawn(
     listener: TcpListener,
     state: Arc<AppState>,
+    endpoints: Endpoints,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let app = router(state);
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP listener failed");
-        }
-    })
+    let app = router(state, endpoints, limits);
+    tokio::spawn(serve(listener, app, limits, shutdown))
+}
+
+async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: CancellationToken) {
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut refusing = false;
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: do not spin.
+                tracing::warn!(listen = %local, error = %e, "HTTP listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            if !refusing {
+                tracing::warn!(
+                    listen = %local,
+                    max = limits.max_connections,
+                    "HTTP listener: connection limit reached; closing new connections until one ends"
+                );
+                refusing = true;
+            }
+            drop(stream);
+            continue;
+        };
+        refusing = false;
+        let conn =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "HTTP connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
@@ -184,9 +300,11 @@ async fn healthz() -> Response {
     text(StatusCode::OK, "ok\n")
 }
 
+/// `ready`, or `not ready:` and a generic reason; never an error's text (it may name internal URLs: the
+/// reconciler logs it).
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    match s.metrics.readiness(s.cfg.poll_interval) {
-        Ok(why) => text(StatusCode::OK, format!("ready: {why}\n")),
+    match s.metrics.public_readiness(s.cfg.poll_interval) {
+        Ok(()) => text(StatusCode::OK, "ready\n"),
         Err(why) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
@@ -223,7 +341,6 @@ fn handle_webhook(
     headers: &HeaderMap,
     body: &[u8],
 ) -> (StatusCode, Delivery, String) {
-    let delivery = header_str(headers, DELIVERY_HEADER).unwrap_or("-");
     let Some(secret) = s.cfg.webhook_secret.as_ref() else {
         return (
             StatusCode::NOT_FOUND,
@@ -232,9 +349,16 @@ fn handle_webhook(
         );
     };
     if let Err(e) = verify(secret, body, header_str(headers, SIGNATURE_HEADER)) {
-        tracing::warn!(delivery, reason = %e, "webhook delivery rejected");
-        return (StatusCode::UNAUTHORIZED, Delivery::Unauthorized, e);
+        // Everything else in the request is the sender's choice: log only our own reason.
+        tracing::warn!(reason = %e, "webhook delivery rejected: invalid signature");
+        return (
+            StatusCode::UNAUTHORIZED,
+            Delivery::Unauthorized,
+            "invalid signature".into(),
+        );
     }
+    // Authenticated from here on: the delivery id may be logged.
+    let delivery = header_str(headers, DELIVERY_HEADER).unwrap_or("-");
     let Some(event) = header_str(headers, EVENT_HEADER) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -350,6 +474,7 @@ mod tests {
 
     struct Served {
         base: String,
+        addr: SocketAddr,
         triggers: Arc<AtomicUsize>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
@@ -363,6 +488,10 @@ mod tests {
     }
 
     async fn serve(secret: Option<&str>) -> Served {
+        serve_with(secret, Endpoints::All, Limits::default()).await
+    }
+
+    async fn serve_with(secret: Option<&str>, endpoints: Endpoints, limits: Limits) -> Served {
         let triggers = Arc::new(AtomicUsize::new(0));
         let metrics = Arc::new(Metrics::new());
         let counted = Arc::clone(&triggers);
@@ -373,14 +502,18 @@ mod tests {
                 counted.fetch_add(1, Ordering::SeqCst);
             }),
         ));
-        let listener = bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let listener = bind(
+            "LISTEN_ADDR",
+            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let stop = CancellationToken::new();
-        spawn(listener, state, stop.clone());
+        spawn(listener, state, endpoints, limits, stop.clone());
         Served {
             base: format!("http://{addr}"),
+            addr,
             triggers,
             metrics,
             stop,
@@ -470,16 +603,13 @@ mod tests {
         let (status, text) = s
             .post("workflow_job", "d-1", &body, Some(wrong_secret))
             .await;
-        assert_eq!(status, 401);
-        assert!(text.contains("does not match"), "{text}");
+        assert_eq!((status, text.as_str()), (401, "invalid signature\n"));
         let (status, text) = s.post("workflow_job", "d-2", &body, None).await;
-        assert_eq!(status, 401);
-        assert!(text.contains("missing"), "{text}");
+        assert_eq!((status, text.as_str()), (401, "invalid signature\n"));
         let good = signature_header(&SecretString::from(SECRET), &body);
         let unprefixed = good.trim_start_matches("sha256=").to_owned();
         let (status, text) = s.post("workflow_job", "d-3", &body, Some(unprefixed)).await;
-        assert_eq!(status, 401);
-        assert!(text.contains("sha256="), "{text}");
+        assert_eq!((status, text.as_str()), (401, "invalid signature\n"));
         let sha1 = good.replace("sha256=", "sha1=");
         let (status, _) = s.post("workflow_job", "d-4", &body, Some(sha1)).await;
         assert_eq!(status, 401);
@@ -635,8 +765,10 @@ mod tests {
         let s = serve(Some(SECRET)).await;
         assert_eq!(s.get("/healthz").await, (200, "ok\n".to_owned()));
         let (status, text) = s.get("/readyz").await;
-        assert_eq!(status, 503);
-        assert!(text.starts_with("not ready: no reconcile pass"), "{text}");
+        assert_eq!(
+            (status, text.as_str()),
+            (503, "not ready: no reconcile pass has completed yet\n")
+        );
         let cfg = config(Some(SECRET));
         let (observation, plan) = (
             crate::observe::Observation::default(),
@@ -644,24 +776,247 @@ mod tests {
         );
         s.metrics.pass_observed(&cfg, &observation, &plan, 0);
         let (status, text) = s.get("/readyz").await;
-        assert_eq!(status, 200, "{text}");
-        assert!(text.starts_with("ready: "), "{text}");
+        assert_eq!((status, text.as_str()), (200, "ready\n"));
         s.metrics
             .pass_failed(&crate::error::Error::Proxmox(proxmox_api::Error::Api {
-                method: "GET",
-                endpoint: "/cluster/resources",
-                status: 503,
-                message: "Service Unavailable\nsecond line".into(),
-                errors: Default::default(),
-            }));
+            method: "GET",
+            endpoint: "/cluster/resources",
+            status: 503,
+            message:
+                "Service Unavailable at https://pve-internal.example:8006/api2/json\nsecond line"
+                    .into(),
+            errors: Default::default(),
+        }));
+        // Generic on the wire: neither the error's text nor the URL it names (the log has them).
         let (status, text) = s.get("/readyz").await;
-        assert_eq!(status, 503);
-        assert!(
-            text.contains("last pass failed: proxmox: GET /cluster/resources"),
-            "{text}"
+        assert_eq!(
+            (status, text.as_str()),
+            (503, "not ready: last pass failed\n")
         );
-        assert_eq!(text.trim_end().lines().count(), 1, "{text}");
         s.metrics.pass_observed(&cfg, &observation, &plan, 0);
         assert_eq!(s.get("/readyz").await.0, 200);
+    }
+
+    /// A raw TCP client: writes `request`, then reads until the server closes (or `wait` passes).
+    /// Returns what was read and how long the server took to close (`None`: still open after `wait`).
+    async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> (String, Option<Duration>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let started = std::time::Instant::now();
+        if tcp.write_all(request).await.is_err() {
+            // Closed by the server before the request was even sent.
+            return (String::new(), Some(started.elapsed()));
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let closed = tokio::time::timeout(wait, async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await
+        .is_ok();
+        (
+            String::from_utf8_lossy(&got).into_owned(),
+            closed.then(|| started.elapsed()),
+        )
+    }
+
+    #[test]
+    fn default_limits_are_the_documented_ones() {
+        let l = Limits::default();
+        assert_eq!(l.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(l.request_timeout, Duration::from_secs(10));
+        assert_eq!(l.max_body_bytes, 256 * 1024);
+        assert_eq!(l.max_connections, 64);
+    }
+
+    #[tokio::test]
+    async fn a_client_holding_partial_headers_is_cut_off_after_the_header_read_timeout() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        let s = serve_with(Some(SECRET), Endpoints::All, limits).await;
+        let (answer, closed) = raw(
+            s.addr,
+            b"POST /webhook HTTP/1.1\r\nHost: dispatcher\r\nX-GitHub-Event: ping\r\nX-Slow: ",
+            Duration::from_secs(10),
+        )
+        .await;
+        let closed = closed.unwrap_or_else(|| panic!("still open after 10 s: {answer:?}"));
+        assert!(
+            closed >= Duration::from_millis(300) && closed < Duration::from_secs(5),
+            "closed after {closed:?}"
+        );
+        assert!(
+            !answer.contains(" 200 ") && !answer.contains(" 202 "),
+            "{answer:?}"
+        );
+        // An idle connection that never sends a byte is closed too.
+        let (_, closed) = raw(s.addr, b"", Duration::from_secs(10)).await;
+        assert!(closed.is_some(), "an idle connection stays open");
+        // The listener still serves everyone else.
+        assert_eq!(s.get("/healthz").await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_trickles_in_is_answered_408_after_the_request_timeout() {
+        let limits = Limits {
+            request_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        let s = serve_with(Some(SECRET), Endpoints::All, limits).await;
+        let request = format!(
+            "POST /webhook HTTP/1.1\r\nHost: dispatcher\r\n{EVENT_HEADER}: ping\r\n{DELIVERY_HEADER}: d-1\r\n\
+             {SIGNATURE_HEADER}: sha256={}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"zen\":",
+            "0".repeat(64)
+        );
+        let (answer, closed) = raw(s.addr, request.as_bytes(), Duration::from_secs(10)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "{answer:?} (closed: {closed:?})"
+        );
+        assert_eq!(s.triggers(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_answered_413() {
+        let s = serve(Some(SECRET)).await;
+        let padding = "x".repeat(300 * 1024);
+        let big = serde_json::json!({"zen": padding}).to_string().into_bytes();
+        let (status, _) = s.signed("ping", "big-1", &big).await;
+        assert_eq!(status, 413);
+        let (status, _) = s.post("ping", "big-2", &big, None).await;
+        assert_eq!(status, 413, "the limit applies before the signature check");
+        // A large but legitimate delivery is still accepted.
+        let padding = "x".repeat(200 * 1024);
+        let fits = serde_json::json!({"zen": padding}).to_string().into_bytes();
+        let (status, text) = s.signed("ping", "big-3", &fits).await;
+        assert_eq!((status, text.trim()), (200, "pong"));
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_closed_at_once_and_served_again_when_one_ends() {
+        let limits = Limits {
+            max_connections: 3,
+            header_read_timeout: Duration::from_secs(30),
+            ..Limits::default()
+        };
+        let s = serve_with(Some(SECRET), Endpoints::All, limits).await;
+        let mut holders = Vec::new();
+        for _ in 0..3 {
+            holders.push(
+                tokio::net::TcpStream::connect(s.addr)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
+        }
+        let get = b"GET /healthz HTTP/1.1\r\nHost: dispatcher\r\nConnection: close\r\n\r\n";
+        let (answer, closed) = raw(s.addr, get, Duration::from_secs(5)).await;
+        assert!(
+            closed.is_some(),
+            "the 4th connection was kept waiting: {answer:?}"
+        );
+        assert!(
+            !answer.contains("200"),
+            "the 4th connection was served: {answer:?}"
+        );
+        drop(holders.pop());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (answer, _) = raw(s.addr, get, Duration::from_secs(5)).await;
+            if answer.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never served again after a connection ended: {answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn monitoring_and_webhook_endpoints_can_be_served_apart() {
+        let body = job_payload("queued", OURS);
+        let hook = serve_with(Some(SECRET), Endpoints::Webhook, Limits::default()).await;
+        assert_eq!(hook.signed("workflow_job", "d-1", &body).await.0, 202);
+        for path in ["/metrics", "/healthz", "/readyz"] {
+            assert_eq!(
+                hook.get(path).await.0,
+                404,
+                "{path} on the webhook listener"
+            );
+        }
+        let mon = serve_with(Some(SECRET), Endpoints::Monitoring, Limits::default()).await;
+        assert_eq!(mon.signed("workflow_job", "d-2", &body).await.0, 404);
+        assert_eq!(mon.triggers(), 0);
+        assert_eq!(mon.get("/healthz").await.0, 200);
+        assert_eq!(mon.get("/metrics").await.0, 200);
+        assert_eq!(mon.get("/readyz").await.0, 503);
+    }
+
+    #[tokio::test]
+    async fn readyz_says_only_a_generic_reason_never_the_error_or_its_urls() {
+        let s = serve(None).await;
+        s.metrics
+            .pass_failed(&crate::error::Error::Proxmox(proxmox_api::Error::Api {
+            method: "GET",
+            endpoint: "/cluster/resources",
+            status: 401,
+            message:
+                "authentication failure at https://10.1.2.3:8006/api2/json for ghr@pve!dispatcher"
+                    .into(),
+            errors: Default::default(),
+        }));
+        let (status, text) = s.get("/readyz").await;
+        assert_eq!(
+            (status, text.as_str()),
+            (503, "not ready: last pass failed\n")
+        );
+    }
+
+    #[tracing_test::traced_test]
+    #[test]
+    fn a_rejected_webhook_logs_neither_its_delivery_id_nor_its_body() {
+        let state = AppState::new(
+            config(Some(SECRET)),
+            Arc::new(Metrics::new()),
+            Box::new(|| {}),
+        );
+        let body = br#"{"action":"queued","BODY-MARK-77":"\u001b[31m"}"#;
+        let mut headers = HeaderMap::new();
+        let mut set = |name: &'static str, value: &str| {
+            headers.insert(name, value.parse().unwrap_or_else(|e| panic!("{e}")));
+        };
+        set(EVENT_HEADER, "workflow_job");
+        set(DELIVERY_HEADER, "DELIVERY-MARK-42 forged=1");
+        set(SIGNATURE_HEADER, &format!("sha256={}", "ab".repeat(32)));
+        let (status, _, message) = handle_webhook(&state, &headers, body);
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(message, "invalid signature");
+        assert!(logs_contain("webhook delivery rejected"));
+        assert!(logs_contain("does not match"), "the reason is logged");
+        assert!(!logs_contain("DELIVERY-MARK-42"));
+        assert!(!logs_contain("BODY-MARK-77"));
+        // Once the signature is valid, the delivery id may be logged.
+        let sig = signature_header(&SecretString::from(SECRET), &job_payload("queued", OURS));
+        headers.insert(
+            SIGNATURE_HEADER,
+            sig.parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        headers.insert(
+            DELIVERY_HEADER,
+            "DELIVERY-OK-43".parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        let (status, _, _) = handle_webhook(&state, &headers, &job_payload("queued", OURS));
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert!(logs_contain("DELIVERY-OK-43"));
     }
 }

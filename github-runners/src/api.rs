@@ -433,6 +433,121 @@ mod tests {
         assert!(split_repo("acme", "").is_err());
     }
 
+    mod decoding {
+        use std::sync::Arc;
+
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::super::*;
+        use crate::arbitrary_json::{mutated, value};
+        use crate::client::Response;
+
+        fn job() -> Value {
+            json!({
+                "id": 29679449, "run_id": 10950829, "run_attempt": 1, "name": "build",
+                "status": "queued", "conclusion": null, "labels": ["self-hosted", "linux"],
+                "runner_id": null, "runner_name": null, "runner_group_id": null,
+                "workflow_name": "CI", "head_branch": "main",
+                "created_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:01Z",
+                "completed_at": null, "html_url": "https://github.com/o/r/actions/runs/1/job/2",
+            })
+        }
+
+        fn runner() -> Value {
+            json!({
+                "id": 23, "name": "ghr-201-abc", "os": "linux", "status": "online", "busy": false,
+                "ephemeral": true, "runner_group_id": 1,
+                "labels": [{"id": 5, "name": "self-hosted", "type": "read-only"}],
+            })
+        }
+
+        fn rate() -> Value {
+            json!({"limit": 5000, "remaining": 4999, "used": 1, "reset": 1_700_000_000u64, "resource": "core"})
+        }
+
+        /// A body of up to `max` items of `item`, or any value at all.
+        fn page(key: &'static str, item: Value, max: usize) -> impl Strategy<Value = Value> {
+            prop_oneof![
+                3 => prop::collection::vec(mutated(item), 0..max).prop_map(move |items| {
+                    let mut body = serde_json::Map::new();
+                    body.insert("total_count".into(), Value::from(items.len()));
+                    body.insert(key.into(), Value::Array(items));
+                    Value::Object(body)
+                }),
+                1 => value(),
+            ]
+        }
+
+        /// Decodes `body` like a real answer and checks that any error is one line.
+        fn decode<T: serde::de::DeserializeOwned>(
+            body: &Value,
+            sensitive: bool,
+        ) -> Result<(), TestCaseError> {
+            let resp = Response {
+                headers: reqwest::header::HeaderMap::new(),
+                body: Arc::from(body.to_string().into_bytes()),
+            };
+            let got: crate::Result<T> = if sensitive {
+                resp.json_sensitive("/ep")
+            } else {
+                resp.json("/ep")
+            };
+            if let Err(e) = got {
+                let text = e.to_string();
+                prop_assert_eq!(text.lines().count(), 1, "{}", text);
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+            #[test]
+            fn runs_pages_of_any_shape_decode_or_fail_cleanly(body in page("workflow_runs", json!({"id": 1, "status": "queued"}), 12)) {
+                decode::<RunsPage>(&body, false)?;
+            }
+
+            #[test]
+            fn jobs_pages_of_any_shape_decode_or_fail_cleanly(body in page("jobs", job(), 8)) {
+                decode::<JobsPage>(&body, false)?;
+                decode::<Job>(&body, false)?;
+            }
+
+            #[test]
+            fn runners_pages_of_any_shape_decode_or_fail_cleanly(body in page("runners", runner(), 8)) {
+                decode::<RunnersPage>(&body, false)?;
+                decode::<Runner>(&body, false)?;
+            }
+
+            #[test]
+            fn token_jit_and_rate_limit_bodies_of_any_shape_decode_or_fail_cleanly(
+                token in mutated(json!({"token": "LLBF3JGZDX3P5PMEXLND6TS6FCWO6", "expires_at": "2026-01-22T12:13:35.123-08:00"})),
+                jit in mutated(json!({"runner": runner(), "encoded_jit_config": "abc"})),
+                rate_body in mutated(json!({"rate": rate(), "resources": {"core": rate(), "search": rate()}})),
+                junk in value(),
+            ) {
+                decode::<TokenBody>(&token, true)?;
+                decode::<JitBody>(&jit, true)?;
+                decode::<RateLimitBody>(&rate_body, false)?;
+                decode::<RateLimitBody>(&junk, false)?;
+                decode::<TokenBody>(&junk, true)?;
+            }
+        }
+
+        #[test]
+        fn a_huge_page_decodes() {
+            let items: Vec<Value> = (0..5_000).map(|i| json!({"id": i})).collect();
+            let body = json!({"total_count": u64::MAX, "workflow_runs": items});
+            let resp = Response {
+                headers: reqwest::header::HeaderMap::new(),
+                body: Arc::from(body.to_string().into_bytes()),
+            };
+            let page: RunsPage = resp.json("/ep").unwrap();
+            assert_eq!(page.workflow_runs.len(), 5_000);
+        }
+    }
+
     #[tokio::test]
     async fn mock_is_object_safe_and_usable() {
         let mut m = MockGitHubRunners::new();

@@ -20,7 +20,7 @@ pub use reqwest::Method;
 
 use crate::auth::{AuthState, CachedToken};
 use crate::config::GitHubConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, one_line};
 use crate::types::RateLimitSnapshot;
 
 /// REST API version sent with every request.
@@ -35,6 +35,12 @@ pub const MAX_PAGES: usize = 100;
 pub const SECONDARY_LIMIT_MIN_BACKOFF: Duration = Duration::from_secs(60);
 /// Longest pause after repeated secondary rate limits.
 pub const SECONDARY_LIMIT_MAX_BACKOFF: Duration = Duration::from_secs(16 * 60);
+/// Longest message taken from an answer into an [`Error`] (GitHub's `message`, a decoder's complaint).
+const MAX_MESSAGE_CHARS: usize = 500;
+/// Longest pause a response header (`retry-after`, `x-ratelimit-reset`) can impose: a larger value is
+/// clamped to this (GitHub's primary window is one hour), so a hostile or broken answer cannot stop the
+/// client for longer nor overflow the clock arithmetic.
+pub const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(3600);
 
 /// One HTTP attempt, reported to a [`RequestObserver`] (metrics).
 #[derive(Debug, Clone)]
@@ -154,7 +160,7 @@ impl Response {
     pub(crate) fn json<T: DeserializeOwned>(&self, endpoint: &'static str) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| Error::Decode {
             endpoint,
-            message: e.to_string(),
+            message: one_line(&e.to_string(), MAX_MESSAGE_CHARS),
         })
     }
 
@@ -540,16 +546,20 @@ impl GitHubClient {
         let now = SystemTime::now();
         if let Some(secs) = header_u64(headers, "retry-after") {
             return Some((
-                now + Duration::from_secs(secs),
+                pause_until(now, Duration::from_secs(secs)),
                 format!("{status} with retry-after: {secs}"),
             ));
         }
         if header_u64(headers, "x-ratelimit-remaining") == Some(0)
             && let Some(reset) = header_u64(headers, "x-ratelimit-reset")
         {
-            let until = (UNIX_EPOCH + Duration::from_secs(reset)).max(now);
+            let wait = UNIX_EPOCH
+                .checked_add(Duration::from_secs(reset))
+                .map_or(MAX_RATE_LIMIT_PAUSE, |at| {
+                    at.duration_since(now).unwrap_or_default()
+                });
             return Some((
-                until,
+                pause_until(now, wait),
                 format!("{status} with x-ratelimit-remaining: 0, reset {reset}"),
             ));
         }
@@ -566,7 +576,7 @@ impl GitHubClient {
                 .saturating_mul(1 << strikes)
                 .min(SECONDARY_LIMIT_MAX_BACKOFF);
             return Some((
-                now + wait,
+                pause_until(now, wait),
                 format!(
                     "{status} secondary rate limit, backing off {}s",
                     wait.as_secs()
@@ -640,7 +650,7 @@ fn auth_header(bearer: &SecretString) -> Result<HeaderValue> {
     Ok(v)
 }
 
-/// The error and its sources, `: `-joined (reqwest's top-level message alone is vague).
+/// The error and its sources, `: `-joined (reqwest's top-level message alone is vague), on one line.
 fn error_chain(e: reqwest::Error) -> String {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
@@ -649,10 +659,17 @@ fn error_chain(e: reqwest::Error) -> String {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    msg
+    one_line(&msg, MAX_MESSAGE_CHARS)
 }
 
-fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+/// `now + wait`, the wait clamped to [`MAX_RATE_LIMIT_PAUSE`] (checked: never panics).
+fn pause_until(now: SystemTime, wait: Duration) -> SystemTime {
+    now.checked_add(wait.min(MAX_RATE_LIMIT_PAUSE))
+        .unwrap_or(now)
+}
+
+/// A header as a non-negative integer; `None` when absent, not text or not a `u64`.
+pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
@@ -664,6 +681,8 @@ fn error_message(body: &[u8], status: u16) -> String {
     serde_json::from_slice::<E>(body)
         .ok()
         .and_then(|e| e.message)
+        .map(|m| one_line(&m, MAX_MESSAGE_CHARS))
+        .filter(|m| !m.is_empty())
         .unwrap_or_else(|| {
             reqwest::StatusCode::from_u16(status)
                 .ok()
@@ -671,9 +690,6 @@ fn error_message(body: &[u8], status: u16) -> String {
                 .unwrap_or("unknown status")
                 .to_owned()
         })
-        .chars()
-        .take(500)
-        .collect()
 }
 
 /// Extracts the `rel="next"` URL of a `link` header.
@@ -715,6 +731,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn link_header_next() {
@@ -776,6 +793,116 @@ mod tests {
                 .is_none()
         );
         assert!(c.rate_limit_verdict(404, &empty, "rate limit").is_none());
+    }
+
+    fn test_client() -> GitHubClient {
+        GitHubClient::new(crate::GitHubConfig::new(
+            crate::Scope::repo("o", "r"),
+            crate::Auth::Token(SecretString::from("t")),
+        ))
+        .unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn huge_retry_after_and_reset_are_clamped_to_an_hour() {
+        let c = test_client();
+        let max = u64::MAX.to_string();
+        let far = (unix(SystemTime::now()) + 30 * 86_400).to_string();
+        for h in [
+            headers(&[("retry-after", &max)]),
+            headers(&[("retry-after", "86400")]),
+            headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &max)]),
+            headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &far)]),
+        ] {
+            let before = SystemTime::now();
+            let (until, reason) = c.rate_limit_verdict(403, &h, "").unwrap();
+            let wait = until.duration_since(before).unwrap();
+            assert!(
+                wait <= MAX_RATE_LIMIT_PAUSE + Duration::from_secs(1)
+                    && wait >= MAX_RATE_LIMIT_PAUSE - Duration::from_secs(1),
+                "{h:?}: {wait:?} ({reason})"
+            );
+        }
+        // A small retry-after is kept as is; a reset in the past means no pause.
+        let (until, _) = c
+            .rate_limit_verdict(429, &headers(&[("retry-after", "5")]), "")
+            .unwrap();
+        assert!(until.duration_since(SystemTime::now()).unwrap() <= Duration::from_secs(5));
+        let (until, _) = c
+            .rate_limit_verdict(
+                403,
+                &headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1")]),
+                "",
+            )
+            .unwrap();
+        assert!(until <= SystemTime::now());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Whatever the rate-limit headers say, reading them never panics and never pauses for more than
+        /// [`MAX_RATE_LIMIT_PAUSE`].
+        #[test]
+        fn rate_limit_headers_never_panic_nor_pause_too_long(
+            status in prop_oneof![Just(403u16), Just(429u16), 100u16..600],
+            values in prop::collection::vec(
+                prop::option::of(prop_oneof![
+                    any::<u64>().prop_map(|n| n.to_string()),
+                    (0u64..5_000_000_000).prop_map(|n| n.to_string()),
+                    Just("0".to_owned()),
+                    "[ -~]{0,24}",
+                    "-?[0-9]{1,30}(\\.[0-9]{0,3})?",
+                ]),
+                6,
+            ),
+            message in "(.|rate limit){0,40}",
+        ) {
+            let names = [
+                "retry-after",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+                "x-ratelimit-limit",
+                "x-ratelimit-used",
+                "x-ratelimit-resource",
+            ];
+            let mut h = HeaderMap::new();
+            for (name, value) in names.iter().zip(&values) {
+                if let Some(v) = value
+                    && let Ok(v) = HeaderValue::from_str(v)
+                {
+                    h.insert(*name, v);
+                }
+            }
+            static CLIENT: std::sync::OnceLock<GitHubClient> = std::sync::OnceLock::new();
+            let c = CLIENT.get_or_init(test_client);
+            c.record_rate_headers(&h);
+            let before = SystemTime::now();
+            if let Some((until, reason)) = c.rate_limit_verdict(status, &h, &message) {
+                let wait = until.duration_since(before).unwrap_or_default();
+                prop_assert!(wait <= MAX_RATE_LIMIT_PAUSE + Duration::from_secs(1), "{wait:?}");
+                prop_assert_eq!(reason.lines().count(), 1);
+            }
+        }
+
+        /// A GitHub error body of any shape gives a one-line message.
+        #[test]
+        fn error_messages_are_one_line(body in prop::collection::vec(any::<u8>(), 0..200), message in "\\PC*(\n\\PC*){0,3}", status in 100u16..600) {
+            prop_assert_eq!(error_message(&body, status).lines().count(), 1);
+            let json = serde_json::json!({ "message": message }).to_string();
+            prop_assert!(error_message(json.as_bytes(), status).lines().count() <= 1);
+        }
     }
 
     #[test]

@@ -156,7 +156,8 @@ impl GitHubConfig {
 
     /// Builds the config from environment-style variables (pass `|k| std::env::var(k).ok()`):
     ///
-    /// - `GITHUB_API_URL` (default `https://api.github.com`)
+    /// - `GITHUB_API_URL` (default `https://api.github.com`); clear-text `http://` only to a loopback host
+    ///   (`127.0.0.0/8`, `::1`, `localhost`), or anywhere with `ALLOW_INSECURE_HTTP=true` (a warning is logged)
     /// - `GITHUB_ORG` → organisation scope, else `REPO_OWNER` (default `NREL`) + `REPO_NAME` (default
     ///   `EnergyPlus`) → repository scope
     /// - `GITHUB_TOKEN`, **or** `GITHUB_APP_ID` + `GITHUB_APP_INSTALLATION_ID` + `GITHUB_APP_PRIVATE_KEY_FILE`
@@ -174,6 +175,13 @@ impl GitHubConfig {
             Some(raw) => parse_api_url(&raw)?,
             None => parse_api_url(DEFAULT_API_URL)?,
         };
+        let allow_http = match get("ALLOW_INSECURE_HTTP") {
+            None => false,
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                Error::Config(format!("ALLOW_INSECURE_HTTP={v:?}: expected true or false"))
+            })?,
+        };
+        check_clear_text("GITHUB_API_URL", &api_url, allow_http)?;
 
         let scope = match get("GITHUB_ORG") {
             Some(org) => Scope::Org { org },
@@ -303,6 +311,46 @@ fn parse_api_url(raw: &str) -> Result<Url> {
         )));
     }
     Ok(url)
+}
+
+/// Whether `url`'s host is this machine: `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Refuses clear-text `http://` to a host that is not loopback unless `allow` (`ALLOW_INSECURE_HTTP`), and
+/// warns when it is allowed: the credential would travel unencrypted.
+fn check_clear_text(var: &str, url: &Url, allow: bool) -> Result<()> {
+    if url.scheme() != "http" || is_loopback(url) {
+        return Ok(());
+    }
+    if !allow {
+        return Err(Error::Config(format!(
+            "{var}={:?}: clear-text http:// is refused for a host that is not loopback (127.0.0.0/8, ::1, \
+             localhost): use https://, or set ALLOW_INSECURE_HTTP=true to accept it",
+            url.as_str()
+        )));
+    }
+    tracing::warn!(
+        "{var}={:?} uses clear-text http:// to a host that is not loopback (ALLOW_INSECURE_HTTP=true): the \
+         GitHub credential and every answer travel unencrypted",
+        url.as_str()
+    );
+    Ok(())
+}
+
+/// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off` (case-insensitive).
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
 }
 
 fn validate_name(var: &str, value: &str) -> Result<()> {
@@ -442,6 +490,57 @@ mod tests {
         assert!(dbg.contains("Iv1.abc") && dbg.contains("42"), "{dbg}");
         assert!(!dbg.contains("SECRETKEYMATERIAL"), "{dbg}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn clear_text_http_is_refused_outside_loopback_unless_allowed() {
+        for url in [
+            "http://ghes.example.com/api/v3",
+            "http://10.0.0.5:8080",
+            "http://[fe80::1]/api/v3",
+            "http://localhost.example.com",
+        ] {
+            let e = GitHubConfig::from_lookup(lookup(&[
+                ("GITHUB_TOKEN", "ghp_secret"),
+                ("GITHUB_API_URL", url),
+            ]))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("GITHUB_API_URL") && e.contains("ALLOW_INSECURE_HTTP"),
+                "{e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+            assert!(!e.contains("ghp_secret"), "{e}");
+            let c = GitHubConfig::from_lookup(lookup(&[
+                ("GITHUB_TOKEN", "t"),
+                ("GITHUB_API_URL", url),
+                ("ALLOW_INSECURE_HTTP", "true"),
+            ]))
+            .unwrap();
+            assert_eq!(c.api_url.scheme(), "http");
+        }
+        for url in [
+            "http://127.0.0.1:9000",
+            "http://127.8.9.10/api/v3",
+            "http://localhost:8080",
+            "http://LOCALHOST:8080",
+            "http://[::1]:8080",
+            "https://ghes.example.com/api/v3",
+        ] {
+            GitHubConfig::from_lookup(lookup(&[("GITHUB_TOKEN", "t"), ("GITHUB_API_URL", url)]))
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        let e = GitHubConfig::from_lookup(lookup(&[
+            ("GITHUB_TOKEN", "t"),
+            ("ALLOW_INSECURE_HTTP", "perhaps"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("ALLOW_INSECURE_HTTP") && e.contains("perhaps"),
+            "{e}"
+        );
     }
 
     #[test]

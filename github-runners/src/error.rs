@@ -119,5 +119,43 @@ fn unix_secs(t: SystemTime) -> String {
     }
 }
 
+/// `text` on one line for an error message: control characters (line breaks included) become spaces,
+/// whitespace runs collapse, and at most `max` characters are kept (`…` marks a cut).
+pub(crate) fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut count = 0usize;
+    let mut pending_space = false;
+    for c in text.chars() {
+        if c.is_whitespace() || c.is_control() {
+            pending_space = !out.is_empty();
+            continue;
+        }
+        let needed = 1 + usize::from(pending_space);
+        if count + needed > max {
+            out.push('…');
+            return out;
+        }
+        if pending_space {
+            out.push(' ');
+            pending_space = false;
+        }
+        out.push(c);
+        count += needed;
+    }
+    out
+}
+
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn one_line_flattens_and_cuts() {
+        assert_eq!(one_line("  a\nb\r\n\t c\u{7}d ", 100), "a b c d");
+        assert_eq!(one_line("abcdef", 3), "abc…");
+        assert_eq!(one_line("", 3), "");
+    }
+}

@@ -31,6 +31,8 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod api;
+#[cfg(test)]
+mod arbitrary_json;
 mod auth;
 mod client;
 mod config;
@@ -43,9 +45,9 @@ pub use api::MockGitHubRunners;
 pub use api::{GitHubRunners, PER_PAGE, RUN_STATUSES};
 pub use auth::{INSTALLATION_TOKEN_REFRESH_MARGIN_SECS, JWT_BACKDATE_SECS, JWT_LIFETIME_SECS};
 pub use client::{
-    ACCEPT, API_VERSION, ClientStats, ETAG_CACHE_CAPACITY, GitHubClient, MAX_PAGES, Method,
-    RequestEvent, RequestObserver, RetryPolicy, SECONDARY_LIMIT_MAX_BACKOFF,
-    SECONDARY_LIMIT_MIN_BACKOFF,
+    ACCEPT, API_VERSION, ClientStats, ETAG_CACHE_CAPACITY, GitHubClient, MAX_PAGES,
+    MAX_RATE_LIMIT_PAUSE, Method, RequestEvent, RequestObserver, RetryPolicy,
+    SECONDARY_LIMIT_MAX_BACKOFF, SECONDARY_LIMIT_MIN_BACKOFF,
 };
 pub use config::{
     Auth, DEFAULT_API_URL, DEFAULT_REPO_NAME, DEFAULT_REPO_OWNER, GitHubConfig, Scope,

@@ -307,6 +307,77 @@ mod tests {
         );
     }
 
+    mod arbitrary {
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::super::*;
+        use crate::arbitrary_json::{mutated, value};
+
+        fn job() -> Value {
+            json!({
+                "id": 4242, "run_id": 99, "run_attempt": 1, "name": "build", "workflow_name": "CI",
+                "head_branch": "main", "labels": ["self-hosted", "linux"], "status": "queued",
+                "conclusion": null, "runner_id": null, "runner_name": null, "runner_group_id": null,
+                "runner_group_name": null, "created_at": "2026-01-01T00:00:00Z",
+                "started_at": "2026-01-01T00:00:00Z", "completed_at": null,
+                "html_url": "https://github.com/o/r/actions/runs/99/job/4242",
+            })
+        }
+
+        fn delivery() -> impl Strategy<Value = Value> {
+            (
+                mutated(job()),
+                mutated(json!({"id": 1, "name": "r", "full_name": "o/r", "owner": {"login": "o", "id": 1}})),
+                prop_oneof![
+                    Just(json!("queued")),
+                    Just(json!("completed")),
+                    Just(json!("requested")),
+                    value(),
+                ],
+                prop::option::of(value()),
+            )
+                .prop_map(|(job, repository, action, installation)| {
+                    let mut v = json!({"action": action, "workflow_job": job, "repository": repository});
+                    if let Some(i) = installation {
+                        v["installation"] = i;
+                    }
+                    v
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Any body — near-valid deliveries, arbitrary JSON, arbitrary bytes — parses or fails without a
+            /// panic; the error's position is what the server reports.
+            #[test]
+            fn any_webhook_body_parses_or_fails_cleanly(
+                near in delivery(),
+                other in value(),
+                bytes in prop::collection::vec(any::<u8>(), 0..256),
+            ) {
+                for body in [near.to_string().into_bytes(), other.to_string().into_bytes(), bytes] {
+                    if let Err(e) = parse_workflow_job(&body) {
+                        let _ = (e.classify(), e.line(), e.column());
+                    }
+                    let secret = SecretString::from("s");
+                    let header = signature_header(&secret, &body);
+                    prop_assert!(verify_signature(&secret, &body, Some(&header)).is_ok());
+                }
+            }
+
+            /// Signature headers of any content are rejected without a panic.
+            #[test]
+            fn any_signature_header_is_checked_without_panic(header in "\\PC{0,80}", hex in "[0-9a-fA-F]{60,68}") {
+                let secret = SecretString::from("s");
+                let _ = verify_signature(&secret, b"[]", Some(&header));
+                let prefixed = format!("sha256={hex}");
+                prop_assert!(verify_signature(&secret, b"[]", Some(&prefixed)).is_err());
+            }
+        }
+    }
+
     #[test]
     fn unknown_action_is_other() {
         let a: WorkflowJobAction = serde_json::from_str("\"requested\"").unwrap();

@@ -301,3 +301,49 @@ async fn observer_sees_every_attempt_with_templated_endpoint() {
     );
     assert_eq!(h.finish().await, 2);
 }
+
+#[tokio::test]
+async fn huge_rate_limit_headers_pause_at_most_an_hour_and_never_panic() {
+    // u64::MAX seconds overflowed `SystemTime + Duration` ("overflow when adding duration to instant").
+    let huge = u64::MAX.to_string();
+    let cases: Vec<Vec<(&str, String)>> = vec![
+        vec![("retry-after", huge.clone())],
+        vec![
+            ("x-ratelimit-limit", "5000".to_owned()),
+            ("x-ratelimit-remaining", "0".to_owned()),
+            ("x-ratelimit-used", "5000".to_owned()),
+            ("x-ratelimit-reset", huge.clone()),
+        ],
+        vec![
+            ("x-ratelimit-remaining", "0".to_owned()),
+            ("x-ratelimit-reset", (now_unix() + 10 * 86_400).to_string()),
+        ],
+    ];
+    for headers in cases {
+        let h = Harness::start().await;
+        let mut answer =
+            ResponseTemplate::new(403).set_body_json(json!({"message": "API rate limit exceeded"}));
+        for (name, value) in &headers {
+            answer = answer.insert_header(*name, value.as_str());
+        }
+        Mock::given(method("GET"))
+            .and(path(RUNNERS))
+            .respond_with(answer)
+            .expect(1)
+            .mount(&h.server)
+            .await;
+        let c = h.client();
+        let err = c.list_runners().await.unwrap_err();
+        let Error::RateLimited { until, .. } = &err else {
+            panic!("{headers:?}: {err}")
+        };
+        let wait = secs_from_now(*until);
+        assert!(
+            (3590..=github_runners::MAX_RATE_LIMIT_PAUSE.as_secs() as i64).contains(&wait),
+            "{headers:?}: paused {wait} s: {err}"
+        );
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
+        assert!(c.rate_limited_until().is_some());
+        h.finish().await;
+    }
+}

@@ -24,6 +24,9 @@ pub const MAX_PREFIX_LEN: usize = 40;
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default `max_lifetime`: 12 hours.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Longest `boot_timeout` / `max_lifetime` accepted: 365 days. A larger value is refused (it would overflow
+/// the clock arithmetic of whoever adds it to an instant, and means nothing for a runner VM anyway).
+pub const MAX_POOL_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
 const TOP_KEYS: &[&str] = &["max_total_runners", "pools"];
 const POOL_KEYS: &[&str] = &[
@@ -554,6 +557,16 @@ fn read_duration(v: &Value) -> Result<Duration, ProblemKind> {
         return Err(ProblemKind::BadDuration {
             value: short(v),
             reason: "must be greater than zero".to_owned(),
+        });
+    }
+    if d > MAX_POOL_DURATION {
+        return Err(ProblemKind::BadDuration {
+            value: short(v),
+            reason: format!(
+                "must be at most {} days ({} s)",
+                MAX_POOL_DURATION.as_secs() / 86_400,
+                MAX_POOL_DURATION.as_secs()
+            ),
         });
     }
     Ok(d)

@@ -434,3 +434,153 @@ fn lenient_value_forms() {
     );
     assert_eq!(p.match_labels(), ["linux", "x64", "arm64"]);
 }
+
+#[test]
+fn durations_beyond_a_year_are_refused_naming_the_field_and_value() {
+    // u64::MAX seconds used to load, and overflowed `Instant + boot_timeout` in the dispatcher.
+    for (key, value) in [
+        ("boot_timeout", "18446744073709551615"),
+        ("boot_timeout", "\"18446744073709551615\""),
+        ("max_lifetime", "18446744073709551615"),
+        ("max_lifetime", "\"106751991167300d\""),
+        ("max_lifetime", "\"366d\""),
+        ("max_lifetime", "31622400"),
+    ] {
+        let json = format!(r#"[{{"name": "a", "{key}": {value}}}]"#);
+        let err = Config::from_json(&json, Path::new("."), &common::defaults()).unwrap_err();
+        let line = err.to_string();
+        assert!(
+            line.contains(key) && line.contains("at most 365 days"),
+            "{json}: {line}"
+        );
+        assert!(
+            line.contains(value.trim_matches('"')),
+            "{json}: the value is not named: {line}"
+        );
+        assert!(!line.contains('\n'), "{line}");
+    }
+    let ok = Config::from_json(
+        r#"[{"name": "a", "boot_timeout": "1d", "max_lifetime": "365d"}]"#,
+        Path::new("."),
+        &common::defaults(),
+    )
+    .unwrap();
+    assert_eq!(
+        ok.config.pools()[0].max_lifetime,
+        pool_scheduler::config::MAX_POOL_DURATION
+    );
+}
+
+mod arbitrary {
+    //! `Config::from_json` over arbitrary JSON and near-valid pools files: never a panic, one-line errors.
+
+    use std::path::Path;
+
+    use pool_scheduler::Config;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    use super::common;
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            Just(Value::from(u64::MAX)),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            any::<u64>().prop_map(|n| Value::String(n.to_string())),
+            "[0-9]{1,25}[smhd]{0,2}[0-9]{0,4}[smhd]?".prop_map(Value::String),
+            "\\PC{0,16}".prop_map(Value::String),
+            "[a-z0-9, -]{0,20}".prop_map(Value::String),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z_]{1,10}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    const KEYS: &[&str] = &[
+        "name",
+        "node",
+        "nodes",
+        "template",
+        "labels",
+        "vmid_start",
+        "vmid_end",
+        "runner_name_prefix",
+        "runner_user",
+        "user_data_template",
+        "storage",
+        "clone_storage",
+        "max_runners",
+        "injection",
+        "full_clone",
+        "min_idle",
+        "boot_timeout",
+        "max_lifetime",
+        "os",
+        "runner_group_id",
+    ];
+
+    /// A pool with a random subset of the known keys, each with an arbitrary value.
+    fn pool() -> impl Strategy<Value = Value> {
+        prop::collection::vec(prop::option::of(value()), KEYS.len()).prop_map(|values| {
+            let mut pool = Map::new();
+            for (k, v) in KEYS.iter().zip(values) {
+                if let Some(v) = v {
+                    pool.insert((*k).to_owned(), v);
+                }
+            }
+            Value::Object(pool)
+        })
+    }
+
+    fn file() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            3 => (prop::collection::vec(pool(), 0..4), prop::option::of(leaf())).prop_map(|(pools, total)| {
+                let mut v = json!({ "pools": pools });
+                if let Some(t) = total {
+                    v["max_total_runners"] = t;
+                }
+                v
+            }),
+            1 => prop::collection::vec(pool(), 0..4).prop_map(Value::Array),
+            1 => value(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_pools_file_loads_or_fails_on_one_line(doc in file(), text in "\\PC{0,60}") {
+            for input in [doc.to_string(), text] {
+                match Config::from_json(&input, Path::new("/etc/dispatcher"), &common::defaults()) {
+                    Ok(loaded) => {
+                        for p in loaded.config.pools() {
+                            prop_assert!(p.boot_timeout <= pool_scheduler::config::MAX_POOL_DURATION);
+                            prop_assert!(p.max_lifetime <= pool_scheduler::config::MAX_POOL_DURATION);
+                        }
+                    }
+                    Err(e) => {
+                        let line = e.to_string();
+                        prop_assert!(!line.contains('\n'), "{}", line);
+                        for p in e.problems() {
+                            let text = p.to_string();
+                            prop_assert!(!text.contains('\n'), "{}", text);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

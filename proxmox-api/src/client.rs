@@ -232,19 +232,28 @@ impl ProxmoxClient {
                 &body,
             ));
         }
-        let decode = |message: String| Error::Decode {
-            method: method_name,
-            endpoint,
-            message,
-        };
-        let mut envelope: Value =
-            serde_json::from_slice(&body).map_err(|e| decode(format!("invalid JSON: {e}")))?;
-        let data = match envelope.get_mut("data") {
-            Some(d) => d.take(),
-            None => return Err(decode("no `data` member in the answer".into())),
-        };
-        serde_json::from_value(data).map_err(|e| decode(e.to_string()))
+        decode_envelope(method_name, endpoint, &body)
     }
+}
+
+/// Decodes the `data` member of a success answer's body into `T`.
+fn decode_envelope<T: DeserializeOwned>(
+    method: &'static str,
+    endpoint: &'static str,
+    body: &[u8],
+) -> Result<T, Error> {
+    let decode = |message: String| Error::Decode {
+        method,
+        endpoint,
+        message,
+    };
+    let mut envelope: Value =
+        serde_json::from_slice(body).map_err(|e| decode(format!("invalid JSON: {e}")))?;
+    let data = match envelope.get_mut("data") {
+        Some(d) => d.take(),
+        None => return Err(decode("no `data` member in the answer".into())),
+    };
+    serde_json::from_value(data).map_err(|e| decode(e.to_string()))
 }
 
 fn method_str(m: &Method) -> &'static str {
@@ -380,6 +389,177 @@ mod tests {
         );
         let e = ProxmoxClient::new(cfg).unwrap_err().to_string();
         assert!(e.contains("token_secret") && !e.contains("TOP"), "{e}");
+    }
+
+    mod arbitrary {
+        use proptest::prelude::*;
+        use serde_json::{Map, Value, json};
+
+        use super::super::*;
+        use crate::types::{
+            ClusterVm, NodeInfo, NodeVm, Permissions, StorageConfig, TaskListEntry, TaskStatus,
+            Upid, Version, VmConfig, VmStatus,
+        };
+
+        /// A scalar: null, booleans, extreme numbers, numbers as strings, short text.
+        fn leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<u64>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
+                any::<u64>().prop_map(|n| Value::String(n.to_string())),
+                Just(Value::String("1e400".into())),
+                Just(Value::String("-1".into())),
+                Just(Value::String("running".into())),
+                "\\PC{0,16}".prop_map(Value::String),
+                "[a-z0-9_;,. -]{0,20}".prop_map(Value::String),
+            ]
+        }
+
+        /// Any JSON value, a few levels deep.
+        fn value() -> impl Strategy<Value = Value> {
+            leaf().prop_recursive(3, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::btree_map("[a-z_]{1,10}", inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// `template` with each member kept, dropped or replaced by an arbitrary value.
+        fn mutated(template: Value) -> impl Strategy<Value = Value> {
+            let keys: Vec<String> = template
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
+            let n = keys.len();
+            (
+                prop::collection::vec(
+                    prop_oneof![4 => Just(None), 1 => Just(Some(Value::Null)), 3 => value().prop_map(Some)],
+                    n,
+                ),
+                prop::collection::vec(any::<bool>(), n),
+            )
+                .prop_map(move |(replace, drop)| {
+                    let mut out: Map<String, Value> =
+                        template.as_object().cloned().unwrap_or_default();
+                    for ((key, new), gone) in keys.iter().zip(replace).zip(drop) {
+                        match new {
+                            Some(v) => {
+                                out.insert(key.clone(), v);
+                            }
+                            None if gone => {
+                                out.remove(key);
+                            }
+                            None => {}
+                        }
+                    }
+                    Value::Object(out)
+                })
+        }
+
+        const UPID: &str =
+            "UPID:pve1:0000A1B2:0001C3D4:65F0A1B2:qmclone:9000:dispatcher@pve!runners:";
+
+        fn cluster_vm() -> Value {
+            json!({"type": "qemu", "vmid": 201, "node": "pve1", "name": "ghr-201", "status": "running",
+                   "template": 0, "tags": "ghr;ghr-pool-linux", "lock": "clone", "uptime": 12,
+                   "mem": 1, "maxmem": 2, "pool": "ci", "hastate": "started"})
+        }
+
+        fn vm_status() -> Value {
+            json!({"status": "running", "qmpstatus": "running", "lock": null, "uptime": "42", "agent": 1,
+                   "name": "ghr-201", "tags": "ghr", "template": "0", "vmid": 201, "pid": 1234})
+        }
+
+        fn task_status() -> Value {
+            json!({"status": "stopped", "exitstatus": "OK", "upid": UPID, "node": "pve1",
+                   "type": "qmclone", "id": 9000, "user": "dispatcher@pve", "starttime": 1_716_580_365u64})
+        }
+
+        fn task_entry() -> Value {
+            json!({"upid": UPID, "node": "pve1", "type": "qmclone", "id": "9000", "user": "dispatcher@pve",
+                   "tokenid": "runners", "starttime": 1, "endtime": 2, "status": "OK", "pid": 3, "pstart": 4})
+        }
+
+        /// Decodes `{"data": data}` as `T`; an error must be one line.
+        fn check<T: serde::de::DeserializeOwned>(data: &Value) -> Result<(), TestCaseError> {
+            let body = json!({ "data": data }).to_string();
+            if let Err(e) = decode_envelope::<T>("GET", "/x", body.as_bytes()) {
+                let text = e.to_string();
+                prop_assert_eq!(text.lines().count(), 1, "{}", text);
+            }
+            Ok(())
+        }
+
+        /// Every decoder of Proxmox answers on `data`.
+        fn check_all(data: &Value) -> Result<(), TestCaseError> {
+            check::<ClusterVm>(data)?;
+            check::<Vec<ClusterVm>>(data)?;
+            check::<VmStatus>(data)?;
+            check::<TaskStatus>(data)?;
+            check::<TaskListEntry>(data)?;
+            check::<Vec<TaskListEntry>>(data)?;
+            check::<VmConfig>(data)?;
+            check::<NodeInfo>(data)?;
+            check::<NodeVm>(data)?;
+            check::<StorageConfig>(data)?;
+            check::<Permissions>(data)?;
+            check::<Version>(data)?;
+            check::<Upid>(data)?;
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_answers_decode_or_fail_on_one_line(data in value()) {
+                check_all(&data)?;
+            }
+
+            #[test]
+            fn near_valid_answers_decode_or_fail_on_one_line(
+                vm in mutated(cluster_vm()),
+                status in mutated(vm_status()),
+                task in mutated(task_status()),
+                entries in prop::collection::vec(mutated(task_entry()), 0..8),
+            ) {
+                check_all(&vm)?;
+                check::<Vec<ClusterVm>>(&Value::Array(vec![vm.clone(), cluster_vm()]))?;
+                check_all(&status)?;
+                check_all(&task)?;
+                check::<Vec<TaskListEntry>>(&Value::Array(entries))?;
+            }
+
+            #[test]
+            fn arbitrary_bodies_decode_or_fail_on_one_line(body in prop::collection::vec(any::<u8>(), 0..200)) {
+                if let Err(e) = decode_envelope::<Value>("GET", "/x", &body) {
+                    prop_assert_eq!(e.to_string().lines().count(), 1);
+                }
+            }
+
+            #[test]
+            fn upids_of_any_shape_parse_or_fail_on_one_line(
+                raw in "\\PC{0,80}",
+                fields in prop::collection::vec("[0-9A-Fa-f]{0,20}|\\PC{0,6}", 8),
+            ) {
+                let near = format!("UPID:{}:", fields.join(":"));
+                for s in [raw.as_str(), near.as_str()] {
+                    match s.parse::<Upid>() {
+                        Ok(u) => {
+                            let _ = (u.node(), u.pid(), u.pstart(), u.starttime(), u.task_type(), u.id(), u.user());
+                        }
+                        Err(e) => prop_assert_eq!(e.to_string().lines().count(), 1),
+                    }
+                }
+            }
+        }
     }
 
     #[test]

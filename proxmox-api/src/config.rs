@@ -143,7 +143,9 @@ impl ProxmoxConfig {
     /// - `PROXMOX_TOKEN_SECRET` (required);
     /// - `PROXMOX_VERIFY_SSL` (default `true`; `false` = [`TlsMode::Insecure`]);
     /// - `PROXMOX_CA_CERT`: PEM file → [`TlsMode::CaFile`];
-    /// - `PROXMOX_TLS_FINGERPRINT`: SHA-256 → [`TlsMode::Fingerprint`].
+    /// - `PROXMOX_TLS_FINGERPRINT`: SHA-256 → [`TlsMode::Fingerprint`];
+    /// - `ALLOW_INSECURE_HTTP` (default `false`): accept an `http://` `PROXMOX_URL` whose host is not
+    ///   loopback (`127.0.0.0/8`, `::1`, `localhost`), with a warning; refused otherwise.
     ///
     /// A CA file or fingerprint wins over `PROXMOX_VERIFY_SSL=false` (a warning is logged);
     /// setting both a CA file and a fingerprint is an error. Empty values count as unset.
@@ -164,6 +166,31 @@ impl ProxmoxConfig {
             value: url_text.clone(),
             reason,
         })?;
+        let allow_http = match get("ALLOW_INSECURE_HTTP") {
+            None => false,
+            Some(v) => parse_bool_str(&v).ok_or_else(|| Error::InvalidConfig {
+                field: "ALLOW_INSECURE_HTTP".into(),
+                value: v.clone(),
+                reason: "expected true or false".into(),
+            })?,
+        };
+        if base_url.scheme() == "http" && !is_loopback(&base_url) {
+            if !allow_http {
+                return Err(Error::InvalidConfig {
+                    field: "PROXMOX_URL".into(),
+                    value: url_text.trim().to_owned(),
+                    reason: "clear-text http:// is refused for a host that is not loopback \
+                             (127.0.0.0/8, ::1, localhost): use https://, or set ALLOW_INSECURE_HTTP=true \
+                             to accept it"
+                        .into(),
+                });
+            }
+            tracing::warn!(
+                "PROXMOX_URL={:?} uses clear-text http:// to a host that is not loopback \
+                 (ALLOW_INSECURE_HTTP=true): the API token and every answer travel unencrypted",
+                base_url.as_str()
+            );
+        }
 
         let token_id = required("PROXMOX_TOKEN_ID")?.trim().to_owned();
         check_token_id(&token_id).map_err(|reason| Error::InvalidConfig {
@@ -219,6 +246,16 @@ impl ProxmoxConfig {
             tls,
             timeout: DEFAULT_TIMEOUT,
         })
+    }
+}
+
+/// Whether `url`'s host is this machine: `localhost`, `127.0.0.0/8` or `::1`.
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 
@@ -395,6 +432,51 @@ mod tests {
         let dbg = format!("{c:?} {c:#?}");
         assert!(!dbg.contains("SECRET-VALUE"), "{dbg}");
         assert!(dbg.contains("dispatcher@pve!runners"));
+    }
+
+    #[test]
+    fn clear_text_http_is_refused_outside_loopback_unless_allowed() {
+        for url in [
+            "http://pve1:8006/api2/json",
+            "http://192.0.2.10:8006/api2/json",
+            "http://[fe80::1]:8006/api2/json",
+        ] {
+            let env = [("PROXMOX_URL", url), BASE[1], BASE[2]];
+            let e = ProxmoxConfig::from_lookup(lookup(&env))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("PROXMOX_URL") && e.contains(url) && e.contains("ALLOW_INSECURE_HTTP"),
+                "{e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+            assert!(!e.contains("SECRET-VALUE"), "{e}");
+            let allowed = [
+                ("PROXMOX_URL", url),
+                BASE[1],
+                BASE[2],
+                ("ALLOW_INSECURE_HTTP", "true"),
+            ];
+            let c = ProxmoxConfig::from_lookup(lookup(&allowed)).unwrap();
+            assert_eq!(c.base_url.scheme(), "http");
+        }
+        for url in [
+            "http://127.0.0.1:8006/api2/json",
+            "http://127.1.2.3:8006/api2/json",
+            "http://localhost:8006/api2/json",
+            "http://[::1]:8006/api2/json",
+            "https://pve1:8006/api2/json",
+        ] {
+            let env = [("PROXMOX_URL", url), BASE[1], BASE[2]];
+            ProxmoxConfig::from_lookup(lookup(&env)).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        let e = ProxmoxConfig::from_lookup(lookup(&with(&[("ALLOW_INSECURE_HTTP", "sometimes")])))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ALLOW_INSECURE_HTTP") && e.contains("sometimes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::types::Upid;
 #[non_exhaustive]
 pub enum Error {
     /// The server answered with a non-success HTTP status.
-    #[error("{method} {endpoint}: HTTP {status}: {message}{}", fmt_param_errors(.errors))]
+    #[error("{method} {endpoint}: HTTP {status}: {}{}", one_line(.message), fmt_param_errors(.errors))]
     Api {
         /// HTTP method of the failed request.
         method: &'static str,
@@ -37,7 +37,7 @@ pub enum Error {
         source: reqwest::Error,
     },
     /// The answer arrived but did not have the expected shape.
-    #[error("{method} {endpoint}: cannot decode response: {message}")]
+    #[error("{method} {endpoint}: cannot decode response: {}", one_line(.message))]
     Decode {
         /// HTTP method of the request.
         method: &'static str,
@@ -47,7 +47,7 @@ pub enum Error {
         message: String,
     },
     /// A task ended, but not successfully (exit status neither `OK` nor `WARNINGS: n`).
-    #[error("task {upid} failed: {exitstatus}")]
+    #[error("task {upid} failed: {}", one_line(.exitstatus))]
     TaskFailed {
         /// The task.
         upid: Upid,
@@ -90,9 +90,39 @@ fn fmt_param_errors(errors: &BTreeMap<String, String>) -> String {
     }
     let parts: Vec<String> = errors
         .iter()
-        .map(|(k, v)| format!("{k}: {}", v.trim()))
+        .map(|(k, v)| format!("{}: {}", one_line(k), one_line(v)))
         .collect();
     format!(" ({})", parts.join("; "))
+}
+
+/// Longest text taken from an answer into an error message.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+/// Server-supplied `text` on one line for an error message: control characters (line breaks included)
+/// become spaces, whitespace runs collapse, at most [`MAX_MESSAGE_CHARS`] characters are kept (`…` marks
+/// a cut).
+pub(crate) fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    let mut count = 0usize;
+    let mut pending_space = false;
+    for c in text.chars() {
+        if c.is_whitespace() || c.is_control() {
+            pending_space = !out.is_empty();
+            continue;
+        }
+        let needed = 1 + usize::from(pending_space);
+        if count + needed > MAX_MESSAGE_CHARS {
+            out.push('…');
+            return out;
+        }
+        if pending_space {
+            out.push(' ');
+            pending_space = false;
+        }
+        out.push(c);
+        count += needed;
+    }
+    out
 }
 
 impl Error {
@@ -272,6 +302,40 @@ mod tests {
         assert!(task_lock.is_lock_timeout());
         assert!(task_lock.is_retryable());
         assert!(!api(400, "x").is_vmid_taken());
+    }
+
+    #[test]
+    fn server_text_is_shown_on_one_line() {
+        let mut errors = BTreeMap::new();
+        errors.insert("a\nb".to_owned(), "line one\nline two\r\n".to_owned());
+        let e = Error::Api {
+            method: "GET",
+            endpoint: "/x",
+            status: 500,
+            message: format!("first\nsecond {}", "y".repeat(2000)),
+            errors,
+        };
+        let text = e.to_string();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains("first second y") && text.contains("(a b: line one line two)"),
+            "{text}"
+        );
+        assert!(text.len() < 1200, "{}", text.len());
+        let upid: Upid = "UPID:pve2:00001234:0000ABCD:65F0A1B2:qmclone:100:root@pam:"
+            .parse()
+            .unwrap();
+        let e = Error::TaskFailed {
+            upid,
+            exitstatus: "boom\nat line 2".into(),
+        };
+        assert!(e.to_string().ends_with("failed: boom at line 2"), "{e}");
+        let e = Error::Decode {
+            method: "GET",
+            endpoint: "/x",
+            message: "unknown variant `a\nb`".into(),
+        };
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
     }
 
     #[test]

@@ -435,9 +435,13 @@ async fn readyz_follows_proxmox_availability() {
         h.proc.output()
     );
     println!("readyz 503 after {:?}: {}", down.elapsed(), text.trim());
-    assert!(text.starts_with("not ready: "), "{text}");
-    assert_eq!(text.trim_end().lines().count(), 1, "{text}");
-    assert!(text.contains("proxmox"), "{text}");
+    // Generic on the wire (no error text, no URL): the detail is in the log.
+    assert_eq!(text, "not ready: last pass failed\n");
+    assert!(
+        h.proc.output().contains("pass failed"),
+        "{}",
+        h.proc.output()
+    );
     assert_eq!(h.get("/healthz").await.0, Some(200));
 
     h.sim
