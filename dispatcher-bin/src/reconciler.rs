@@ -620,7 +620,11 @@ impl Reconciler {
                     } else {
                         tracing::error!(error = %e, failures, retry_in_s = delay.as_secs_f32(), "pass failed");
                     }
-                    next_poll = began + delay;
+                    // GitHub's pause is bounded by the client; bound it here too (never an overflow).
+                    let delay = delay.min(Duration::from_secs(3600));
+                    next_poll = began
+                        .checked_add(delay)
+                        .unwrap_or(began + self.cfg.poll_interval);
                 }
             }
             // A burst of finished tasks makes one pass, not one each.
