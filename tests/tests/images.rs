@@ -949,11 +949,18 @@ fn shellcheck_passes_on_every_shell_script() {
     let Some(shellcheck) = require_tool("shellcheck") else {
         return;
     };
-    let scripts = files_with_suffix(&images_dir(), ".sh");
+    let mut scripts = files_with_suffix(&images_dir(), ".sh");
     assert!(
         scripts.len() >= 12,
         "expected the images' shell scripts, found {scripts:?}"
     );
+    // The guest boot test's scripts and the runner stand-in it installs in the image.
+    let guest = files_with_suffix(&images_dir().join("../tests/guest"), ".sh");
+    assert!(
+        guest.len() >= 5,
+        "expected tests/guest's shell scripts, found {guest:?}"
+    );
+    scripts.extend(guest);
     for script in &scripts {
         let first = read(script).lines().next().unwrap_or_default().to_owned();
         assert!(
