@@ -880,7 +880,15 @@ fn guest_files_implement_the_contract() {
     assert!(path_unit.contains("WantedBy=paths.target"));
     let service = read(&files.join("actions-runner-jit.service"));
     assert!(service.contains("ExecStart=/opt/actions-runner/run-jit.sh"));
-    assert!(service.contains("ExecStopPost=/bin/systemctl poweroff --no-block"));
+    assert!(
+        service.contains(
+            "ExecStopPost=/bin/systemctl start --no-block actions-runner-poweroff.service"
+        )
+    );
+    let poweroff = read(&files.join("actions-runner-poweroff.service"));
+    assert!(poweroff.contains("After=cloud-final.service"));
+    assert!(poweroff.contains("ExecStart=/bin/systemctl poweroff --no-block"));
+    assert!(poweroff.contains("JobTimeoutAction=poweroff"));
     assert!(
         !service.contains("[Install]"),
         "the service must only be started by the path unit"
@@ -893,7 +901,9 @@ fn guest_files_implement_the_contract() {
     assert!(
         units.contains("\"$runner_dir/run-jit.sh\"")
             && units.contains("\"$runner_dir/run-once.sh\"")
+            && units.contains("\"$runner_dir/scrub-cloud-init.sh\"")
     );
+    assert!(units.contains("/etc/systemd/system/actions-runner-poweroff.service"));
 
     let netplan = read(&files.join("90-runner-dhcp.yaml"));
     assert!(netplan.contains("name: \"e*\"") && netplan.contains("dhcp4: true"));
@@ -975,11 +985,18 @@ fn shellcheck_passes_on_every_shell_script() {
     let Some(shellcheck) = require_tool("shellcheck") else {
         return;
     };
-    let scripts = files_with_suffix(&images_dir(), ".sh");
+    let mut scripts = files_with_suffix(&images_dir(), ".sh");
     assert!(
         scripts.len() >= 12,
         "expected the images' shell scripts, found {scripts:?}"
     );
+    // The guest boot test's scripts and the runner stand-in it installs in the image.
+    let guest = files_with_suffix(&images_dir().join("../tests/guest"), ".sh");
+    assert!(
+        guest.len() >= 5,
+        "expected tests/guest's shell scripts, found {guest:?}"
+    );
+    scripts.extend(guest);
     for script in &scripts {
         let first = read(script).lines().next().unwrap_or_default().to_owned();
         assert!(
@@ -1236,7 +1253,11 @@ fn systemd_analyze_verifies_the_runner_units() {
     write(&stub, "#!/bin/sh\nexit 0\n");
     chmod(&stub, 0o755);
     let mut units = Vec::new();
-    for unit in ["actions-runner-jit.path", "actions-runner-jit.service"] {
+    for unit in [
+        "actions-runner-jit.path",
+        "actions-runner-jit.service",
+        "actions-runner-poweroff.service",
+    ] {
         let content = read(&files.join(unit))
             .replace("/opt/actions-runner/run-jit.sh", &stub.to_string_lossy());
         let target = dir.path().join(unit);
@@ -1625,6 +1646,102 @@ fn stub(path: &Path, body: &str) {
     chmod(path, 0o755);
 }
 
+/// cloud-init's copies of the user-data, in a sandbox (`scrub-cloud-init.sh` is pointed at it): the files the
+/// guest boot test found holding the credential, a `status.json` whose final stage has started, and a log.
+struct CloudInitCopies {
+    lib: PathBuf,
+    run: PathBuf,
+    copies: Vec<PathBuf>,
+    kept: Vec<PathBuf>,
+}
+
+impl CloudInitCopies {
+    fn new(dir: &Path, secret: &str) -> Self {
+        let lib = dir.join("var-lib-cloud");
+        let run = dir.join("run-cloud-init");
+        let instance = lib.join("instances/iid-0123");
+        fs::create_dir_all(&instance).expect("instance dir");
+        fs::create_dir_all(&run).expect("run dir");
+        let mut copies = Vec::new();
+        for name in [
+            "user-data.txt",
+            "user-data.txt.i",
+            "cloud-config.txt",
+            "obj.pkl",
+        ] {
+            copies.push(instance.join(name));
+        }
+        for name in ["combined-cloud-config.json", "instance-data-sensitive.json"] {
+            copies.push(run.join(name));
+        }
+        for copy in &copies {
+            write(copy, &format!("#cloud-config\ncontent: {secret}\n"));
+        }
+        write(
+            &run.join("status.json"),
+            r#"{"v1": {"modules-final": {"start": 1700000000.5, "finished": null}, "stage": "modules-final"}}"#,
+        );
+        write(
+            &dir.join("cloud-init.log"),
+            "x - handlers.py[DEBUG]: finish: modules-final/check-cache: SUCCESS\n",
+        );
+        let kept = vec![run.join("status.json"), instance.join("sem")];
+        fs::create_dir_all(instance.join("sem")).expect("sem dir");
+        Self {
+            lib,
+            run,
+            copies,
+            kept,
+        }
+    }
+
+    fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        let log = self.lib.parent().expect("sandbox").join("cloud-init.log");
+        cmd.env("CLOUD_INIT_DIR", &self.lib)
+            .env("CLOUD_INIT_RUN_DIR", &self.run)
+            .env("CLOUD_INIT_LOG", log)
+            .env("CLOUD_INIT_WAIT_SECONDS", "5")
+    }
+
+    fn assert_removed(&self, log: &str) {
+        for copy in &self.copies {
+            assert!(
+                !copy.exists(),
+                "{} must be removed before the runner starts:\n{log}",
+                copy.display()
+            );
+        }
+        for kept in &self.kept {
+            assert!(kept.exists(), "{} must be left alone", kept.display());
+        }
+    }
+}
+
+#[test]
+fn scrub_cloud_init_waits_for_the_final_stage_before_removing_what_it_reads() {
+    let script = images_dir().join("ubuntu-common/files/scrub-cloud-init.sh");
+    let (dir, _out) = sandbox();
+    let cloud = CloudInitCopies::new(dir.path(), "secret");
+    // The final stage has not started: the raw user-data goes at once, obj.pkl and cloud-config.txt (which that
+    // stage still has to read) only after the wait.
+    write(
+        &cloud.run.join("status.json"),
+        r#"{"v1": {"modules-final": {"start": null, "finished": null}, "stage": null}}"#,
+    );
+    let started = std::time::Instant::now();
+    let output = run(cloud
+        .env(Command::new("bash").arg(&script))
+        .env("CLOUD_INIT_WAIT_SECONDS", "2"));
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "waited for the final stage"
+    );
+    assert!(log.contains("has not started"), "{log}");
+    cloud.assert_removed(&log);
+}
+
 #[test]
 fn run_jit_sh_reads_deletes_and_hands_the_config_to_the_runner_via_the_environment() {
     let script = images_dir().join("ubuntu-common/files/run-jit.sh");
@@ -1644,8 +1761,9 @@ fn run_jit_sh_reads_deletes_and_hands_the_config_to_the_runner_via_the_environme
         );
         let jit = dir.path().join("jitconfig");
         write(&jit, "  eyJhIjoiYiJ9.secret-jit==  \n");
-        let output = run(Command::new("bash")
-            .arg(&script)
+        let cloud = CloudInitCopies::new(dir.path(), "eyJhIjoiYiJ9.secret-jit==");
+        let output = run(cloud
+            .env(Command::new("bash").arg(&script))
             .env("JIT_FILE", &jit)
             .env("RUNNER_DIR", &runner)
             .env("RUNNER_USER", &user)
@@ -1658,6 +1776,7 @@ fn run_jit_sh_reads_deletes_and_hands_the_config_to_the_runner_via_the_environme
             "run-jit.sh:\n{log}"
         );
         assert!(!jit.exists(), "the JIT file must be deleted");
+        cloud.assert_removed(&log);
         assert_eq!(
             read(&out.join("env")),
             "eyJhIjoiYiJ9.secret-jit==",
@@ -1683,8 +1802,9 @@ fn run_jit_sh_reads_deletes_and_hands_the_config_to_the_runner_via_the_environme
     let (dir, _out) = sandbox();
     let jit = dir.path().join("jitconfig");
     write(&jit, "");
-    let output = run(Command::new("bash")
-        .arg(&script)
+    let cloud = CloudInitCopies::new(dir.path(), "unused");
+    let output = run(cloud
+        .env(Command::new("bash").arg(&script))
         .env("JIT_FILE", &jit)
         .env("RUNNER_DIR", dir.path())
         .env("RUNNER_USER", &user)
@@ -1694,8 +1814,8 @@ fn run_jit_sh_reads_deletes_and_hands_the_config_to_the_runner_via_the_environme
     assert!(!jit.exists());
 
     // Never as root.
-    let output = run(Command::new("bash")
-        .arg(&script)
+    let output = run(cloud
+        .env(Command::new("bash").arg(&script))
         .env("JIT_FILE", &jit)
         .env("RUNNER_DIR", dir.path())
         .env("RUNNER_USER", "root"));
@@ -1726,30 +1846,20 @@ fn run_once_sh_registers_an_ephemeral_runner_without_exposing_the_token() {
     );
     let token_file = dir.path().join("registration-token");
     write(&token_file, &format!("{token}\n"));
-    let instance = dir.path().join("instance");
-    fs::create_dir(&instance).expect("instance dir");
-    write(
-        &instance.join("user-data.txt"),
-        &format!("#cloud-config\ncontent: {token}\n"),
-    );
+    let cloud = CloudInitCopies::new(dir.path(), token);
 
-    let output = run(Command::new("bash")
-        .arg(&script)
+    let output = run(cloud
+        .env(Command::new("bash").arg(&script))
         .arg("https://github.com/NREL/EnergyPlus")
         .arg(format!("@{}", token_file.display()))
         .arg("runner-42")
         .arg("self-hosted,linux")
         .env("RUNNER_DIR", &runner)
-        .env("RUNNER_USER", &user)
-        .env("CLOUD_INIT_INSTANCE_DIR", &instance));
+        .env("RUNNER_USER", &user));
     let log = text(&output);
     assert!(output.status.success(), "run-once.sh:\n{log}");
     assert!(!token_file.exists(), "the token file must be deleted");
-    assert_eq!(
-        read(&instance.join("user-data.txt")),
-        "",
-        "cloud-init's copy must be emptied"
-    );
+    cloud.assert_removed(&log);
     assert!(
         !log.contains(token),
         "the token must not be printed:\n{log}"

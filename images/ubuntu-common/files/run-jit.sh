@@ -17,6 +17,8 @@ RUNNER_DIR="${RUNNER_DIR:-/opt/actions-runner}"
 # the path unit fires), and how long to wait at most for a non-empty, settled file.
 JIT_SETTLE_SECONDS="${JIT_SETTLE_SECONDS:-1}"
 JIT_WAIT_SECONDS="${JIT_WAIT_SECONDS:-60}"
+# Removes cloud-init's copies of the user-data (snippet injection put the JIT config there too).
+SCRUB="${CLOUD_INIT_SCRUB:-$(dirname "$0")/scrub-cloud-init.sh}"
 
 log() { printf 'run-jit: %s\n' "$*" >&2; }
 
@@ -51,11 +53,16 @@ while :; do
     waited=$((waited + JIT_SETTLE_SECONDS))
 done
 
-# Read, strip all whitespace (a trailing newline is tolerated), delete the file before anything else runs.
+# Read, strip all whitespace (a trailing newline is tolerated), delete the file before anything else runs,
+# then cloud-init's copies (scrub-cloud-init.sh): no job code can find the config on the VM.
 jitconfig=$(tr -d '[:space:]' < "$JIT_FILE")
 rm -f -- "$JIT_FILE"
 if [ -z "$jitconfig" ]; then
     log "JIT config in $JIT_FILE was empty"
+    exit 1
+fi
+if ! "$SCRUB"; then
+    log "could not remove cloud-init's copies of the user-data; not starting the runner"
     exit 1
 fi
 log "JIT config read (${#jitconfig} bytes) and deleted; starting the runner as $RUNNER_USER"

@@ -14,6 +14,7 @@
 #     --token), never as an argument; the token is never echoed.
 #   * --ephemeral --unattended --disableupdate are passed to config.sh, which is where the runner reads
 #     them (run.sh does not know --disableupdate).
+#   * cloud-init's copies of the user-data (and so of the token) are removed before the runner starts.
 #   * No `config.sh remove` afterwards: removal needs a removal token, not the registration token, and an
 #     ephemeral runner is deregistered by GitHub after its job anyway.
 set -euo pipefail
@@ -61,14 +62,12 @@ if [ -z "$token" ]; then
     exit 1
 fi
 
-# Best effort: cloud-init keeps copies of the user-data (which held the token) under /var/lib/cloud;
-# they were consumed already, so empty them before a job can run.
-instance_dir="${CLOUD_INIT_INSTANCE_DIR:-/var/lib/cloud/instance}"
-for copy in "$instance_dir/user-data.txt" "$instance_dir/user-data.txt.i" "$instance_dir/cloud-config.txt"; do
-    if [ -f "$copy" ] && [ -w "$copy" ]; then
-        : > "$copy"
-    fi
-done
+# cloud-init keeps copies of the user-data, which held the token, under /var/lib/cloud and /run/cloud-init:
+# remove them before the job can run (scrub-cloud-init.sh; a registration token stays valid for an hour).
+if ! "${CLOUD_INIT_SCRUB:-$(dirname "$0")/scrub-cloud-init.sh}"; then
+    log "could not delete cloud-init's copies of the user-data; not registering"
+    exit 1
+fi
 
 as_runner() {
     if [ "$(id -un)" = "$RUNNER_USER" ]; then

@@ -12,8 +12,15 @@ url="https://github.com/actions/runner/releases/download/v${RUNNER_VERSION}/${ta
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-echo "downloading $url"
-curl -fsSL --retry 5 --retry-delay 5 -o "$tmp/$tarball" "$url"
+# RUNNER_TARBALL=/path/to/file.tar.gz: use that local tarball instead of downloading (offline builds, and the
+# guest boot test, which installs a stand-in runner this way). The checksum is verified all the same.
+if [ -n "${RUNNER_TARBALL:-}" ]; then
+    echo "using the local runner tarball $RUNNER_TARBALL instead of $url"
+    cp -- "$RUNNER_TARBALL" "$tmp/$tarball"
+else
+    echo "downloading $url"
+    curl -fsSL --retry 5 --retry-delay 5 -o "$tmp/$tarball" "$url"
+fi
 printf '%s  %s\n' "$RUNNER_SHA256" "$tmp/$tarball" | sha256sum --check --strict -
 
 install -d -m 0755 -o "$RUNNER_USER" -g "$RUNNER_USER" "$runner_dir"

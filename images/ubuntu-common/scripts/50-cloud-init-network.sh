@@ -17,4 +17,17 @@ find /etc/netplan -maxdepth 1 -type f -name '*.yaml' ! -name '90-runner-dhcp.yam
 install -m 0600 "$files/90-runner-dhcp.yaml" /etc/netplan/90-runner-dhcp.yaml
 netplan generate
 
-systemctl enable cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service
+# cloud-init's stage units. cloud-init 24.3 renamed cloud-init.service to cloud-init-network.service and 24.4
+# added cloud-init-main.service; enabling a name the installed release does not have fails the build (found
+# by the guest boot test on Debian's 25.1), so enable the ones that exist, and at least the final stage.
+stages=()
+for unit in cloud-init-main cloud-init-local cloud-init-network cloud-init cloud-config cloud-final; do
+    if [ -n "$(systemctl list-unit-files --no-legend "$unit.service" 2>/dev/null)" ]; then
+        stages+=("$unit.service")
+    fi
+done
+case " ${stages[*]} " in
+    *" cloud-final.service "*) ;;
+    *) echo "cloud-init's units are missing (found: ${stages[*]:-none})" >&2; exit 1 ;;
+esac
+systemctl enable "${stages[@]}"
