@@ -225,9 +225,9 @@ impl RuntimeConfig {
         if let Some(v) = get("TEMPLATE_NAME") {
             defaults.template_name = v;
         }
-        if let Some(v) = get("PROXMOX_STORAGE") {
-            defaults.storage = v;
-        }
+        // The pools' snippet storage defaults to the dedicated one too (see DEFAULT_SNIPPET_STORAGE).
+        defaults.storage =
+            get("PROXMOX_STORAGE").unwrap_or_else(|| DEFAULT_SNIPPET_STORAGE.to_owned());
         let start = number(
             "RUNNER_ID_START",
             u64::from(defaults.vmid_start),

@@ -75,7 +75,7 @@ async fn queued_job_snippet_mode_makes_one_vm_with_every_mark() {
             set(&["ghr-managed", "ghr-pool-default", "ghr-ready", &instance])
         );
         assert_eq!(marker.instance.as_deref(), Some(h.rec.cfg.instance()));
-        let cicustom = format!("user=local:snippets/{name}.yaml");
+        let cicustom = format!("user=ghr-snippets:snippets/{name}.yaml");
         assert_eq!(vm.cicustom.as_deref(), Some(cicustom.as_str()));
 
         // The JIT registration: one, named like the VM, with the pool's labels (+ self-hosted), group 1.
