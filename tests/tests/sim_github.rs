@@ -597,7 +597,7 @@ async fn registration_token_guest_registers_under_vm_name() {
     let r = call(
         Method::PUT,
         "/nodes/pve1/qemu/210/config",
-        vec![("cicustom", "user=local:snippets/seed.yaml".into())],
+        vec![("cicustom", "user=ghr-snippets:snippets/seed.yaml".into())],
     )
     .await
     .unwrap();

@@ -599,7 +599,7 @@ async fn snippet_guest_runs_one_job_and_powers_off() {
         .call(
             Method::PUT,
             "/nodes/pve1/qemu/801/config",
-            &[("cicustom", "user=local:snippets/gh-runner-801.yaml")],
+            &[("cicustom", "user=ghr-snippets:snippets/gh-runner-801.yaml")],
         )
         .await;
     assert_eq!(s, 200);
@@ -632,7 +632,7 @@ async fn snippet_guest_runs_one_job_and_powers_off() {
     let t = pve.wait_task(v["data"].as_str().unwrap()).await;
     assert_eq!(
         t["exitstatus"],
-        "volume 'local:snippets/gh-runner-801.yaml' does not exist"
+        "volume 'ghr-snippets:snippets/gh-runner-801.yaml' does not exist"
     );
     sim.shutdown().await;
 }
